@@ -7,6 +7,7 @@
 //! bytes, unit-tested on copies of real /proc files in `fixtures/`.
 
 pub mod cpu;
+pub mod disk;
 pub mod memory;
 pub mod pressure;
 pub mod procfile;
@@ -90,6 +91,9 @@ pub struct SamplersConfig {
     /// Cadence of the disk pass, e.g. "10s".
     #[serde(with = "humantime_serde")]
     pub disk_interval: Duration,
+    /// Also `statvfs` network filesystems (nfs, cifs, ceph, ...); off by default
+    /// because a hung server blocks the call.
+    pub disk_remote: bool,
     /// Cadence of the per-process pass, e.g. "10s".
     #[serde(with = "humantime_serde")]
     pub process_interval: Duration,
@@ -114,6 +118,7 @@ impl Default for SamplersConfig {
             connections: true,
             processes: true,
             disk_interval: DEFAULT_DISK_INTERVAL,
+            disk_remote: false,
             process_interval: DEFAULT_PROCESS_INTERVAL,
             socket_interval: DEFAULT_SOCKET_INTERVAL,
             pss_interval: DEFAULT_PSS_INTERVAL,
@@ -168,6 +173,9 @@ impl SamplerRegistry {
         });
         registry.add("memory", config.memory, Duration::ZERO, || {
             Ok(Box::new(memory::MemorySampler::new()?))
+        });
+        registry.add("disks", config.disks, config.disk_interval, || {
+            Ok(Box::new(disk::DiskSampler::new(config.disk_remote)?))
         });
         registry.log_summary();
         registry
