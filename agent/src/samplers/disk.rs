@@ -246,7 +246,7 @@ pub fn parse_diskstats_line(line: &[u8]) -> Option<DiskStatsLine> {
 /// Whether a block device is worth reporting: whole devices only (listed in
 /// /sys/block), no RAM disks, and no device that never did any I/O (unused loops).
 fn wanted_device(line: &DiskStatsLine, whole: &[String]) -> bool {
-    whole.iter().any(|w| *w == line.name)
+    whole.contains(&line.name)
         && !line.name.starts_with("ram")
         && line.reads + line.writes + line.in_flight > 0
 }
