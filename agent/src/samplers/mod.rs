@@ -8,9 +8,12 @@
 
 pub mod cpu;
 pub mod disk;
+pub mod fdscan;
 pub mod memory;
+pub mod net;
 pub mod pressure;
 pub mod procfile;
+pub mod sockdiag;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
