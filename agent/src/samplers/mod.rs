@@ -12,6 +12,7 @@ pub mod fdscan;
 pub mod memory;
 pub mod net;
 pub mod pressure;
+pub mod process;
 pub mod procfile;
 pub mod sockdiag;
 
@@ -73,6 +74,8 @@ pub const DEFAULT_SOCKET_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_PSS_INTERVAL: Duration = Duration::from_secs(300);
 /// Default length a command line is shortened to, bytes.
 pub const DEFAULT_CMDLINE_MAX_BYTES: usize = 256;
+/// Default length of the socket pass's busiest-first lists.
+pub const DEFAULT_TOP_ENTRIES: usize = 64;
 /// Default bound on the processes tracked per pass.
 pub const DEFAULT_MAX_PROCESSES: usize = 32_768;
 
@@ -110,6 +113,9 @@ pub struct SamplersConfig {
     pub cmdline_max_bytes: usize,
     /// At most this many processes are reported per pass (lowest pids first).
     pub max_processes: usize,
+    /// Length of the busiest-first lists of the socket pass (ephemeral-port
+    /// tuples, CLOSE_WAIT / TIME_WAIT owners and destinations).
+    pub top_entries: usize,
 }
 
 impl Default for SamplersConfig {
@@ -127,6 +133,7 @@ impl Default for SamplersConfig {
             pss_interval: DEFAULT_PSS_INTERVAL,
             cmdline_max_bytes: DEFAULT_CMDLINE_MAX_BYTES,
             max_processes: DEFAULT_MAX_PROCESSES,
+            top_entries: DEFAULT_TOP_ENTRIES,
         }
     }
 }
@@ -180,6 +187,35 @@ impl SamplerRegistry {
         registry.add("disks", config.disks, config.disk_interval, || {
             Ok(Box::new(disk::DiskSampler::new(config.disk_remote)?))
         });
+        // The socket pass runs before the process pass so that each process's
+        // sockets by state come from the same cycle.
+        let by_pid = net::SocketsByPid::default();
+        let shared = by_pid.clone();
+        registry.add(
+            "connections",
+            config.connections,
+            config.socket_interval,
+            || {
+                Ok(Box::new(net::ConnectionsSampler::new(
+                    config.top_entries,
+                    config.max_processes,
+                    shared,
+                )?))
+            },
+        );
+        registry.add(
+            "processes",
+            config.processes,
+            config.process_interval,
+            || {
+                Ok(Box::new(process::ProcessSampler::new(
+                    config.cmdline_max_bytes,
+                    config.max_processes,
+                    config.pss_interval,
+                    by_pid,
+                )?))
+            },
+        );
         registry.log_summary();
         registry
     }
