@@ -24,6 +24,9 @@ use tracing::{debug, info, warn};
 use crate::state::{HostRegistry, StateError};
 use crate::validate::{self, ValidationLimits};
 
+/// Status metadata key naming the seq of a refused batch, so the agent can drop it.
+pub const REJECTED_SEQ_METADATA: &str = "nodewatch-rejected-seq";
+
 /// Counters of what the ingest path accepted and refused.
 #[derive(Debug, Default)]
 pub struct IngestCounters {
@@ -119,10 +122,12 @@ impl IngestPipeline {
             self.counters
                 .batches_rejected
                 .fetch_add(1, Ordering::Relaxed);
-            return Err(Status::invalid_argument(format!(
-                "batch {} rejected: {e}",
-                batch.seq
-            )));
+            let mut status =
+                Status::invalid_argument(format!("batch {} rejected: {e}", batch.seq));
+            if let Ok(value) = batch.seq.to_string().parse() {
+                status.metadata_mut().insert(REJECTED_SEQ_METADATA, value);
+            }
+            return Err(status);
         }
         let outcome = self.ledger.advance(host_id, run_id, batch.seq);
         match outcome {
