@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn non_loopback_needs_insecure_listen() {
         let mut config = CollectorConfig::from_toml("listen = \"0.0.0.0:7077\"").unwrap();
-        assert!(matches!(config.check(), Err(ConfigError::InsecureListen(_))));
+        assert!(matches!(
+            config.check(),
+            Err(ConfigError::InsecureListen(_))
+        ));
         config.insecure_listen = true;
         assert!(config.check().is_ok());
     }

@@ -122,8 +122,7 @@ impl IngestPipeline {
             self.counters
                 .batches_rejected
                 .fetch_add(1, Ordering::Relaxed);
-            let mut status =
-                Status::invalid_argument(format!("batch {} rejected: {e}", batch.seq));
+            let mut status = Status::invalid_argument(format!("batch {} rejected: {e}", batch.seq));
             if let Ok(value) = batch.seq.to_string().parse() {
                 status.metadata_mut().insert(REJECTED_SEQ_METADATA, value);
             }
@@ -240,7 +239,11 @@ impl StreamSession {
             }
         };
         validate::hello(&hello).map_err(|e| Status::invalid_argument(format!("bad Hello: {e}")))?;
-        let host_id = hello.host.as_ref().map(|h| h.host_id.clone()).unwrap_or_default();
+        let host_id = hello
+            .host
+            .as_ref()
+            .map(|h| h.host_id.clone())
+            .unwrap_or_default();
         let run_id = hello.run_id;
         self.registry.connect(&hello).map_err(|e| match e {
             StateError::TooManyHosts(_) => Status::resource_exhausted(e.to_string()),

@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid --log filter {:?}", args.log))?,
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = load(&args)?;
     if !config.listen.ip().is_loopback() {
@@ -75,16 +76,15 @@ async fn main() -> anyhow::Result<()> {
              anyone who can reach this port can send and read data"
         );
     }
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            config.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    info!(version = env!("CARGO_PKG_VERSION"), "nodewatch-collector starting");
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "nodewatch-collector starting"
+    );
     let collector = Collector::new(config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
