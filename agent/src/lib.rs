@@ -1,4 +1,8 @@
-//! nodewatch agent library: the samplers that read the host, and the pieces the
-//! `nodewatch-agent` binary is built from.
+//! nodewatch agent: samples this host and streams batches to a collector.
 
+pub mod client;
+pub mod config;
+pub mod ebpf;
+pub mod identity;
+pub mod outbox;
 pub mod samplers;

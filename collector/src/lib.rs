@@ -1,0 +1,10 @@
+//! nodewatch collector: ingest from agents, in-memory host state, queries,
+//! and the `nodewatch` CLI's client code.
+
+pub mod cli;
+pub mod config;
+pub mod ingest;
+pub mod query;
+pub mod server;
+pub mod state;
+pub mod validate;
