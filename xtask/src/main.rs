@@ -6,6 +6,7 @@
 //! - `test`: bootstrap, then run every test (kernel tests included; root needed for those).
 //! - `bench <name>`: on-demand benchmarks that report ratios against a reference.
 
+mod bench_samplers;
 mod bootstrap;
 mod up;
 
@@ -111,6 +112,13 @@ fn main() -> anyhow::Result<()> {
                 a.extend(args.iter().map(String::as_str));
             }
             cargo(&a)
+        }
+        Cmd::Bench {
+            name: BenchName::Samplers,
+            args,
+        } => {
+            bootstrap::ensure()?;
+            bench_samplers::run(&args)
         }
         Cmd::Bench { name, args } => {
             bootstrap::ensure()?;
