@@ -19,10 +19,10 @@ pub struct ScanStats {
 }
 
 /// An open directory stream, closed on drop.
-struct Dir(*mut libc::DIR);
+pub(crate) struct Dir(*mut libc::DIR);
 
 impl Dir {
-    fn open_at(dirfd: libc::c_int, path: &CStr) -> Result<Dir, std::io::Error> {
+    pub(crate) fn open_at(dirfd: libc::c_int, path: &CStr) -> Result<Dir, std::io::Error> {
         // SAFETY: path is NUL-terminated; flags are valid.
         let fd = unsafe {
             libc::openat(
@@ -45,13 +45,13 @@ impl Dir {
         Ok(Dir(dir))
     }
 
-    fn fd(&self) -> libc::c_int {
+    pub(crate) fn fd(&self) -> libc::c_int {
         // SAFETY: self.0 is a valid open DIR.
         unsafe { libc::dirfd(self.0) }
     }
 
     /// Next entry name (without "." and ".."), as bytes without the NUL.
-    fn next_name(&mut self) -> Option<&[u8]> {
+    pub(crate) fn next_name(&mut self) -> Option<&[u8]> {
         loop {
             // SAFETY: self.0 is a valid open DIR; the entry stays valid until the next readdir.
             let ent = unsafe { libc::readdir(self.0) };
@@ -74,7 +74,7 @@ impl Drop for Dir {
     }
 }
 
-fn parse_pid(name: &[u8]) -> Option<u32> {
+pub(crate) fn parse_pid(name: &[u8]) -> Option<u32> {
     super::procfile::parse_u64(name).and_then(|v| u32::try_from(v).ok())
 }
 
@@ -83,6 +83,65 @@ pub fn socket_inode(link: &[u8]) -> Option<u64> {
     let rest = link.strip_prefix(b"socket:[")?;
     let end = rest.iter().position(|&b| b == b']')?;
     super::procfile::parse_u64(&rest[..end])
+}
+
+/// Appends the socket inodes held by process `pid` to `out`; `proc_fd` is an
+/// open descriptor of /proc. Returns the number of descriptors looked at.
+pub fn socket_inodes_of(
+    proc_fd: libc::c_int,
+    pid: u32,
+    out: &mut Vec<u64>,
+) -> Result<u64, std::io::Error> {
+    let mut path = [0u8; 32];
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    let mut v = pid;
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..n {
+        path[i] = digits[n - 1 - i];
+    }
+    path[n..n + 4].copy_from_slice(b"/fd\0");
+    let c_path = CStr::from_bytes_with_nul(&path[..n + 4])
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut fd_dir = Dir::open_at(proc_fd, c_path)?;
+    let dfd = fd_dir.fd();
+    let mut link = [0u8; 64];
+    let mut name_buf = [0u8; 16];
+    let mut fds = 0;
+    while let Some(fd_name) = fd_dir.next_name() {
+        fds += 1;
+        let m = fd_name.len().min(15);
+        name_buf[..m].copy_from_slice(&fd_name[..m]);
+        name_buf[m] = 0;
+        // SAFETY: name_buf is NUL-terminated; link is writable for its length.
+        let len = unsafe {
+            libc::readlinkat(
+                dfd,
+                name_buf.as_ptr().cast(),
+                link.as_mut_ptr().cast(),
+                link.len(),
+            )
+        };
+        if len <= 0 {
+            continue;
+        }
+        if let Some(inode) = socket_inode(&link[..len as usize]) {
+            out.push(inode);
+        }
+    }
+    Ok(fds)
+}
+
+/// Whether an I/O error means "not permitted".
+pub fn is_denied(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM))
 }
 
 /// Calls `each(pid, inode)` for every socket descriptor of every process.
@@ -98,53 +157,24 @@ pub fn scan_socket_fds(
             source,
         })?;
     let proc_fd = proc_dir.fd();
-    let mut path = [0u8; 32];
-    let mut link = [0u8; 64];
+    let mut inodes = Vec::new();
     while let Some(name) = proc_dir.next_name() {
         let Some(pid) = parse_pid(name) else { continue };
         if stats.processes as usize >= max_processes {
             break;
         }
-        // "<pid>/fd\0"
-        let n = name.len();
-        path[..n].copy_from_slice(name);
-        path[n..n + 4].copy_from_slice(b"/fd\0");
-        let Ok(c_path) = CStr::from_bytes_with_nul(&path[..n + 4]) else {
-            continue;
-        };
-        let mut fd_dir = match Dir::open_at(proc_fd, c_path) {
-            Ok(d) => d,
-            Err(e) => {
-                if e.raw_os_error() == Some(libc::EACCES) || e.raw_os_error() == Some(libc::EPERM) {
-                    stats.permission_denied += 1;
+        inodes.clear();
+        match socket_inodes_of(proc_fd, pid, &mut inodes) {
+            Ok(fds) => {
+                stats.processes += 1;
+                stats.fds += fds;
+                for &inode in &inodes {
+                    each(pid, inode);
                 }
-                // ENOENT: the process exited meanwhile.
-                continue;
             }
-        };
-        stats.processes += 1;
-        let dfd = fd_dir.fd();
-        let mut name_buf = [0u8; 16];
-        while let Some(fd_name) = fd_dir.next_name() {
-            stats.fds += 1;
-            let m = fd_name.len().min(15);
-            name_buf[..m].copy_from_slice(&fd_name[..m]);
-            name_buf[m] = 0;
-            // SAFETY: name_buf is NUL-terminated; link is writable for its length.
-            let len = unsafe {
-                libc::readlinkat(
-                    dfd,
-                    name_buf.as_ptr().cast(),
-                    link.as_mut_ptr().cast(),
-                    link.len(),
-                )
-            };
-            if len <= 0 {
-                continue;
-            }
-            if let Some(inode) = socket_inode(&link[..len as usize]) {
-                each(pid, inode);
-            }
+            Err(e) if is_denied(&e) => stats.permission_denied += 1,
+            // ENOENT: the process exited meanwhile.
+            Err(_) => {}
         }
     }
     Ok(stats)

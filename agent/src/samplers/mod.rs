@@ -11,6 +11,7 @@ pub mod disk;
 pub mod fdscan;
 pub mod memory;
 pub mod net;
+pub mod owners;
 pub mod pressure;
 pub mod process;
 pub mod procfile;
@@ -138,6 +139,31 @@ impl Default for SamplersConfig {
     }
 }
 
+/// Descriptors kept free for everything else the agent does.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (per-process files stay
+/// open) and returns the soft limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+        lim.rlim_cur
+    }
+}
+
 /// A sampler that ran a little early still counts as due: calls come once per
 /// agent interval with some jitter, and a 10 s cadence must not slip to 11 s.
 const CADENCE_SLACK: Duration = Duration::from_millis(200);
@@ -191,6 +217,9 @@ impl SamplerRegistry {
         // sockets by state come from the same cycle.
         let by_pid = net::SocketsByPid::default();
         let shared = by_pid.clone();
+        // Per-process files stay open: half the descriptor budget each for the
+        // socket pass (fd directories) and the process pass (stat + fd directory).
+        let budget = raise_nofile_limit().saturating_sub(FD_RESERVE) as usize / 2;
         registry.add(
             "connections",
             config.connections,
@@ -199,6 +228,8 @@ impl SamplerRegistry {
                 Ok(Box::new(net::ConnectionsSampler::new(
                     config.top_entries,
                     config.max_processes,
+                    config.pss_interval,
+                    budget,
                     shared,
                 )?))
             },
@@ -212,6 +243,7 @@ impl SamplerRegistry {
                     config.cmdline_max_bytes,
                     config.max_processes,
                     config.pss_interval,
+                    budget,
                     by_pid,
                 )?))
             },

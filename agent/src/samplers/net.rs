@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nodewatch_proto::pb;
 
-use super::fdscan::scan_socket_fds;
+use super::owners::{OwnerPassStats, SocketOwners};
 use super::procfile::{ProcFile, fields, lines, parse_u64};
 use super::sockdiag::{SockDiag, SockRecord, state_name, tcp_state};
 use super::{Sampler, SamplerError};
@@ -167,6 +168,8 @@ struct PassState {
     owned: Vec<(u32, u8)>,
     /// Owner pid per entry of `owned`.
     owners: Vec<u32>,
+    /// Inodes of `owned`, sorted.
+    alive: Vec<u32>,
     ephemeral: HashMap<(IpAddr, IpAddr, u16), u64>,
     /// CLOSE_WAIT sockets: (inode, remote address, remote port or 0 for accepted sockets).
     close_wait: Vec<(u32, IpAddr, u16)>,
@@ -188,9 +191,10 @@ pub struct ConnectionsSampler {
     reserved_ports: Option<ProcFile>,
     conntrack: Option<(ProcFile, ProcFile)>,
     pass: PassState,
+    socket_owners: SocketOwners,
+    last_owner_stats: OwnerPassStats,
     by_pid: SocketsByPid,
     top: usize,
-    max_processes: usize,
     permission_denied: u64,
 }
 
@@ -203,10 +207,14 @@ fn open_conntrack() -> Option<(ProcFile, ProcFile)> {
 
 impl ConnectionsSampler {
     /// Opens the netlink socket and the counter files. `top` bounds the
-    /// ephemeral and per-owner lists; `by_pid` receives sockets per process.
+    /// ephemeral and per-owner lists; `by_pid` receives sockets per process;
+    /// `full_refresh`: how often every process's descriptors are re-read even
+    /// when nothing suggests a change; `open_budget`: fd directories kept open.
     pub fn new(
         top: usize,
         max_processes: usize,
+        full_refresh: Duration,
+        open_budget: usize,
         by_pid: SocketsByPid,
     ) -> Result<Self, SamplerError> {
         Ok(Self {
@@ -220,11 +228,17 @@ impl ConnectionsSampler {
             reserved_ports: ProcFile::open("/proc/sys/net/ipv4/ip_local_reserved_ports").ok(),
             conntrack: open_conntrack(),
             pass: PassState::default(),
+            socket_owners: SocketOwners::new(max_processes, full_refresh, open_budget)?,
+            last_owner_stats: OwnerPassStats::default(),
             by_pid,
             top,
-            max_processes,
             permission_denied: 0,
         })
+    }
+
+    /// Owner-cache counters of the latest socket pass.
+    pub fn last_owner_stats(&self) -> OwnerPassStats {
+        self.last_owner_stats
     }
 
     /// Processes whose fds could not be read, since start.
@@ -304,27 +318,29 @@ impl ConnectionsSampler {
             })?;
         }
 
-        // Owners: one walk over every process's descriptors.
+        // Owners: the incremental cache re-reads only processes that changed.
         p.owned.sort_unstable_by_key(|&(inode, _)| inode);
         p.owners.resize(p.owned.len(), 0);
+        p.alive.clear();
+        p.alive.extend(p.owned.iter().map(|&(inode, _)| inode));
         let mut by_pid = self.by_pid.lock().unwrap_or_else(|e| e.into_inner());
         by_pid.clear();
         let owned = &p.owned;
         let owners = &mut p.owners;
-        let stats = scan_socket_fds(self.max_processes, |pid, inode| {
-            let Ok(inode) = u32::try_from(inode) else {
-                return;
-            };
-            if let Ok(i) = owned.binary_search_by_key(&inode, |&(ino, _)| ino) {
-                if owners[i] == 0 {
-                    owners[i] = pid;
+        let stats = self
+            .socket_owners
+            .update(&p.alive, Instant::now(), |pid, inode| {
+                if let Ok(i) = owned.binary_search_by_key(&inode, |&(ino, _)| ino) {
+                    if owners[i] == 0 {
+                        owners[i] = pid;
+                    }
+                    let counts = by_pid.entry(pid).or_insert([0; 13]);
+                    counts[usize::from(owned[i].1.min(12))] += 1;
                 }
-                let counts = by_pid.entry(pid).or_insert([0; 13]);
-                counts[usize::from(owned[i].1.min(12))] += 1;
-            }
-        })?;
+            })?;
         drop(by_pid);
         self.permission_denied += stats.permission_denied;
+        self.last_owner_stats = stats;
         Ok(())
     }
 

@@ -210,29 +210,6 @@ pub struct ProcessSampler {
     buf: Vec<u8>,
 }
 
-/// Descriptors kept free for everything else the agent does.
-const FD_RESERVE: u64 = 256;
-
-fn raise_nofile() -> u64 {
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur;
-            }
-        }
-        lim.rlim_cur
-    }
-}
-
 /// Opens `<pid>/<name>` relative to the /proc directory descriptor.
 fn open_pid_file(
     proc_fd: &File,
@@ -270,19 +247,19 @@ fn count_dir_entries(pid: u32) -> u32 {
 }
 
 impl ProcessSampler {
-    /// Opens /proc, finds the cgroup hierarchies and raises the soft
-    /// RLIMIT_NOFILE to the hard one so that per-process files can stay open.
+    /// Opens /proc and finds the cgroup hierarchies. `open_budget`: how many
+    /// per-process files may stay open (two per process).
     pub fn new(
         cmdline_max: usize,
         max_processes: usize,
         pss_interval: Duration,
+        open_budget: usize,
         sockets: SocketsByPid,
     ) -> Result<Self, SamplerError> {
         let proc_fd = File::open("/proc").map_err(|source| SamplerError::Read {
             path: "/proc".into(),
             source,
         })?;
-        let limit = raise_nofile();
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         Ok(Self {
@@ -298,7 +275,7 @@ impl ProcessSampler {
             limits_cache: HashMap::new(),
             sockets,
             generation: 0,
-            open_budget: limit.saturating_sub(FD_RESERVE) as usize,
+            open_budget,
             open_files: 0,
             permission_denied: 0,
             buf: Vec::with_capacity(4096),
@@ -715,7 +692,8 @@ mod tests {
     #[test]
     fn samples_this_process() {
         let sockets = SocketsByPid::default();
-        let mut s = ProcessSampler::new(256, 100_000, Duration::from_secs(1), sockets).unwrap();
+        let mut s =
+            ProcessSampler::new(256, 100_000, Duration::from_secs(3600), 10_000, sockets).unwrap();
         let mut b = pb::Batch::default();
         s.sample(&mut b).unwrap();
         assert!(b.processes_complete);
