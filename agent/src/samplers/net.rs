@@ -156,6 +156,53 @@ pub fn process_name(pid: u32) -> String {
         .unwrap_or_default()
 }
 
+/// Sockets in use per family from /proc/net/sockstat and sockstat6.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SockstatCounts {
+    /// TCP sockets in the hash tables (listeners included, TIME_WAIT not), IPv4 and IPv6.
+    pub tcp: [u64; 2],
+    /// TIME_WAIT sockets, both families.
+    pub tw: u64,
+    /// UDP sockets, IPv4 and IPv6.
+    pub udp: [u64; 2],
+}
+
+/// Value after `key` on the line starting with `prefix` ("TCP: inuse 3 orphan 0 tw 5").
+pub fn sockstat_value(content: &[u8], prefix: &[u8], key: &[u8]) -> Option<u64> {
+    let line = lines(content).find(|l| l.starts_with(prefix))?;
+    let mut it = fields(line).skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next()?;
+        if k == key {
+            return parse_u64(v);
+        }
+    }
+    None
+}
+
+fn sockstat_counts(v4: &mut ProcFile, v6: &mut Option<ProcFile>) -> Option<SockstatCounts> {
+    let a = v4.read().ok()?;
+    let tcp4 = sockstat_value(a, b"TCP:", b"inuse")?;
+    let tw = sockstat_value(a, b"TCP:", b"tw")?;
+    let udp4 = sockstat_value(a, b"UDP:", b"inuse")?;
+    let (tcp6, udp6) = match v6 {
+        Some(f) => {
+            let b = f.read().ok()?;
+            (
+                sockstat_value(b, b"TCP6:", b"inuse")?,
+                sockstat_value(b, b"UDP6:", b"inuse")?,
+            )
+        }
+        // No IPv6 in this kernel: nothing to walk.
+        None => (0, 0),
+    };
+    Some(SockstatCounts {
+        tcp: [tcp4, tcp6],
+        tw,
+        udp: [udp4, udp6],
+    })
+}
+
 /// Aggregates of one socket pass.
 #[derive(Debug, Default)]
 struct PassState {
@@ -188,6 +235,8 @@ pub struct ConnectionsSampler {
     file_nr: ProcFile,
     file_max: ProcFile,
     port_range: ProcFile,
+    sockstat: ProcFile,
+    sockstat6: Option<ProcFile>,
     reserved_ports: Option<ProcFile>,
     conntrack: Option<(ProcFile, ProcFile)>,
     pass: PassState,
@@ -225,6 +274,8 @@ impl ConnectionsSampler {
             file_nr: ProcFile::open("/proc/sys/fs/file-nr")?,
             file_max: ProcFile::open("/proc/sys/fs/file-max")?,
             port_range: ProcFile::open("/proc/sys/net/ipv4/ip_local_port_range")?,
+            sockstat: ProcFile::open("/proc/net/sockstat")?,
+            sockstat6: ProcFile::open("/proc/net/sockstat6").ok(),
             reserved_ports: ProcFile::open("/proc/sys/net/ipv4/ip_local_reserved_ports").ok(),
             conntrack: open_conntrack(),
             pass: PassState::default(),
@@ -264,8 +315,15 @@ impl ConnectionsSampler {
         let families = [libc::AF_INET as u8, libc::AF_INET6 as u8];
         // Listeners first, so that accepted sockets (local port = a listening
         // port) are known when the other states stream by.
-        for fam in families {
+        // A dump walks the whole established hash table (sized by RAM, not by
+        // sockets): skip the walks /proc/net/sockstat{,6} prove empty.
+        let inuse = sockstat_counts(&mut self.sockstat, &mut self.sockstat6);
+        let mut listeners = [0u64; 2];
+        let mut tw_seen = 0u64;
+        for (k, fam) in families.into_iter().enumerate() {
+            let n = &mut listeners[k];
             self.diag.dump(fam, tcp, 1 << tcp_state::LISTEN, |r| {
+                *n += 1;
                 p.tcp_counts[usize::from(r.state.min(12))] += 1;
                 p.listening.insert(r.sport);
                 p.listeners.push(*r);
@@ -274,48 +332,58 @@ impl ConnectionsSampler {
                 }
             })?;
         }
-        for fam in families {
-            self.diag.dump(fam, tcp, !(1 << tcp_state::LISTEN), |r| {
-                p.tcp_counts[usize::from(r.state.min(12))] += 1;
-                if r.inode != 0 {
-                    p.owned.push((r.inode, r.state));
-                }
-                let accepted = p.listening.contains(r.sport);
-                let remote_port = if accepted { 0 } else { r.dport };
-                if !accepted
-                    && r.sport >= range.0
-                    && r.sport <= range.1
-                    && !p.reserved.contains(r.sport)
-                {
-                    let key = (r.src, r.dst, r.dport);
-                    if let Some(c) = p.ephemeral.get_mut(&key) {
-                        *c += 1;
-                    } else if p.ephemeral.len() < MAX_TUPLES {
-                        p.ephemeral.insert(key, 1);
-                    } else {
-                        p.dropped_tuples += 1;
+        for (k, fam) in families.into_iter().enumerate() {
+            let skip_tcp = inuse.is_some_and(|c| c.tcp[k] <= listeners[k] && c.tw <= tw_seen);
+            let skip_udp = inuse.is_some_and(|c| c.udp[k] == 0);
+            let tw = &mut tw_seen;
+            if !skip_tcp {
+                self.diag.dump(fam, tcp, !(1 << tcp_state::LISTEN), |r| {
+                    p.tcp_counts[usize::from(r.state.min(12))] += 1;
+                    if r.state == tcp_state::TIME_WAIT {
+                        *tw += 1;
                     }
-                }
-                match r.state {
-                    tcp_state::CLOSE_WAIT if p.close_wait.len() < MAX_TUPLES * 4 => {
-                        p.close_wait.push((r.inode, r.dst, remote_port));
+                    if r.inode != 0 {
+                        p.owned.push((r.inode, r.state));
                     }
-                    tcp_state::TIME_WAIT => {
-                        let key = (r.dst, remote_port);
-                        if let Some(c) = p.time_wait.get_mut(&key) {
+                    let accepted = p.listening.contains(r.sport);
+                    let remote_port = if accepted { 0 } else { r.dport };
+                    if !accepted
+                        && r.sport >= range.0
+                        && r.sport <= range.1
+                        && !p.reserved.contains(r.sport)
+                    {
+                        let key = (r.src, r.dst, r.dport);
+                        if let Some(c) = p.ephemeral.get_mut(&key) {
                             *c += 1;
-                        } else if p.time_wait.len() < MAX_TUPLES {
-                            p.time_wait.insert(key, 1);
+                        } else if p.ephemeral.len() < MAX_TUPLES {
+                            p.ephemeral.insert(key, 1);
                         } else {
                             p.dropped_tuples += 1;
                         }
                     }
-                    _ => {}
-                }
-            })?;
-            self.diag.dump(fam, udp, u32::MAX, |r| {
-                p.udp_counts[usize::from(r.state.min(12))] += 1;
-            })?;
+                    match r.state {
+                        tcp_state::CLOSE_WAIT if p.close_wait.len() < MAX_TUPLES * 4 => {
+                            p.close_wait.push((r.inode, r.dst, remote_port));
+                        }
+                        tcp_state::TIME_WAIT => {
+                            let key = (r.dst, remote_port);
+                            if let Some(c) = p.time_wait.get_mut(&key) {
+                                *c += 1;
+                            } else if p.time_wait.len() < MAX_TUPLES {
+                                p.time_wait.insert(key, 1);
+                            } else {
+                                p.dropped_tuples += 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                })?;
+            }
+            if !skip_udp {
+                self.diag.dump(fam, udp, u32::MAX, |r| {
+                    p.udp_counts[usize::from(r.state.min(12))] += 1;
+                })?;
+            }
         }
 
         // Owners: the incremental cache re-reads only processes that changed.
@@ -517,6 +585,20 @@ mod tests {
             snmp_value(snmp, b"Tcp", b"MaxConn"),
             None,
             "-1 is not a counter"
+        );
+    }
+
+    #[test]
+    fn parses_sockstat() {
+        let v4 =
+            b"sockets: used 15\nTCP: inuse 1 orphan 0 tw 5 alloc 1 mem 234\nUDP: inuse 2 mem 0\n";
+        assert_eq!(sockstat_value(v4, b"TCP:", b"inuse"), Some(1));
+        assert_eq!(sockstat_value(v4, b"TCP:", b"tw"), Some(5));
+        assert_eq!(sockstat_value(v4, b"UDP:", b"inuse"), Some(2));
+        assert_eq!(sockstat_value(v4, b"UDP:", b"nope"), None);
+        assert_eq!(
+            sockstat_value(b"TCP6: inuse 4\n", b"TCP6:", b"inuse"),
+            Some(4)
         );
     }
 
