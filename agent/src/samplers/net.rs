@@ -17,9 +17,26 @@ use super::procfile::{ProcFile, fields, lines, parse_u64};
 use super::sockdiag::{SockDiag, SockRecord, state_name, tcp_state};
 use super::{Sampler, SamplerError};
 
-/// Sockets per process by TCP state number, filled by the socket pass and read
-/// by the process pass.
-pub type SocketsByPid = Arc<Mutex<HashMap<u32, [u32; 13]>>>;
+/// What the socket pass learnt about one process.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PidSockets {
+    /// TCP sockets held, by state number.
+    pub states: [u32; 13],
+    /// Open descriptors (fd directory size), when the kernel reports it.
+    pub fds: Option<u64>,
+}
+
+/// Results of the latest socket pass, shared with the process pass.
+#[derive(Debug, Default)]
+pub struct SocketPassShare {
+    /// When the socket pass produced them.
+    pub at: Option<Instant>,
+    /// Per process.
+    pub by_pid: HashMap<u32, PidSockets>,
+}
+
+/// Filled by the socket pass and read by the process pass.
+pub type SocketsByPid = Arc<Mutex<SocketPassShare>>;
 
 /// Bound on distinct keys of the aggregation maps (ephemeral tuples, owner
 /// tuples); sockets beyond it are still counted by state.
@@ -391,22 +408,26 @@ impl ConnectionsSampler {
         p.owners.resize(p.owned.len(), 0);
         p.alive.clear();
         p.alive.extend(p.owned.iter().map(|&(inode, _)| inode));
-        let mut by_pid = self.by_pid.lock().unwrap_or_else(|e| e.into_inner());
+        let mut share = self.by_pid.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        share.at = Some(now);
+        let by_pid = &mut share.by_pid;
         by_pid.clear();
         let owned = &p.owned;
         let owners = &mut p.owners;
-        let stats = self
-            .socket_owners
-            .update(&p.alive, Instant::now(), |pid, inode| {
-                if let Ok(i) = owned.binary_search_by_key(&inode, |&(ino, _)| ino) {
-                    if owners[i] == 0 {
-                        owners[i] = pid;
-                    }
-                    let counts = by_pid.entry(pid).or_insert([0; 13]);
-                    counts[usize::from(owned[i].1.min(12))] += 1;
+        let stats = self.socket_owners.update(&p.alive, now, |pid, inode| {
+            if let Ok(i) = owned.binary_search_by_key(&inode, |&(ino, _)| ino) {
+                if owners[i] == 0 {
+                    owners[i] = pid;
                 }
-            })?;
-        drop(by_pid);
+                let entry = by_pid.entry(pid).or_default();
+                entry.states[usize::from(owned[i].1.min(12))] += 1;
+            }
+        })?;
+        for (pid, fds) in self.socket_owners.fd_counts() {
+            by_pid.entry(pid).or_default().fds = Some(fds);
+        }
+        drop(share);
         self.permission_denied += stats.permission_denied;
         self.last_owner_stats = stats;
         Ok(())

@@ -110,15 +110,21 @@ impl SocketOwners {
         })
     }
 
-    fn rescan(&mut self, pid: u32, stats: &mut OwnerPassStats) {
+    /// Re-reads one process; keeps only the inodes of `alive` (TCP sockets of
+    /// the dump), so that Unix or UDP sockets never look like vanished sockets.
+    fn rescan(&mut self, pid: u32, alive: &[u32], stats: &mut OwnerPassStats) {
         self.scratch.clear();
         match socket_inodes_of(self.proc_fd.as_raw_fd(), pid, &mut self.scratch) {
             Ok(_) => {
                 stats.rescanned += 1;
                 if let Some(p) = self.procs.get_mut(&pid) {
                     p.inodes.clear();
-                    p.inodes
-                        .extend(self.scratch.iter().filter_map(|&i| u32::try_from(i).ok()));
+                    p.inodes.extend(
+                        self.scratch
+                            .iter()
+                            .filter_map(|&i| u32::try_from(i).ok())
+                            .filter(|i| alive.binary_search(i).is_ok()),
+                    );
                     p.inodes.sort_unstable();
                 }
             }
@@ -131,6 +137,15 @@ impl SocketOwners {
                 }
             }
         }
+    }
+
+    /// Open descriptors per tracked process as of the latest update (empty on
+    /// kernels that do not report the count).
+    pub fn fd_counts(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.procs
+            .iter()
+            .filter(|_| self.counts_fds)
+            .map(|(pid, p)| (*pid, p.fd_count))
     }
 
     /// Refreshes the cache against `alive`, the inodes of the current dump
@@ -217,7 +232,7 @@ impl SocketOwners {
                 p.generation = generation;
             }
             if needs {
-                self.rescan(pid, &mut stats);
+                self.rescan(pid, alive, &mut stats);
             }
         }
         // Forget processes that are gone (bounded state).
@@ -243,7 +258,7 @@ impl SocketOwners {
         if surprise && !full_due {
             for &pid in &pids {
                 if self.procs.contains_key(&pid) {
-                    self.rescan(pid, &mut stats);
+                    self.rescan(pid, alive, &mut stats);
                 }
             }
             owned.clear();

@@ -208,7 +208,12 @@ pub struct ProcessSampler {
     open_files: usize,
     permission_denied: u64,
     buf: Vec<u8>,
+    /// The kernel reports the descriptor count as the fd directory's size (6.2+).
+    counts_fds: bool,
 }
+
+/// Socket-pass results younger than this are from the same sampling cycle.
+const SHARE_FRESH: Duration = Duration::from_millis(500);
 
 /// Opens `<pid>/<name>` relative to the /proc directory descriptor.
 fn open_pid_file(
@@ -279,6 +284,7 @@ impl ProcessSampler {
             open_files: 0,
             permission_denied: 0,
             buf: Vec::with_capacity(4096),
+            counts_fds: std::fs::metadata("/proc/self/fd").is_ok_and(|m| m.len() > 0),
         })
     }
 
@@ -490,40 +496,50 @@ impl ProcessSampler {
         } else {
             None
         };
-        // Open descriptors: size of the fd directory.
-        let open_fds = {
-            let t = self.tracked.get(&pid)?;
-            let size = match &t.fd_dir {
-                Some(d) => d.metadata().map(|m| m.len()).unwrap_or(0),
-                None => std::fs::metadata(format!("/proc/{pid}/fd"))
-                    .map(|m| m.len())
-                    .unwrap_or(0),
-            };
-            if size > 0 {
-                u32::try_from(size).unwrap_or(u32::MAX)
-            } else {
-                count_dir_entries(pid)
+        // Open descriptors: from the socket pass of this cycle when it ran,
+        // else the size of the fd directory.
+        let (shared_fds, socket_states) = {
+            let share = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = share
+                .at
+                .is_some_and(|at| now.saturating_duration_since(at) < SHARE_FRESH);
+            match share.by_pid.get(&pid) {
+                Some(p) => (p.fds.filter(|_| fresh), Some(p.states)),
+                None => (None, None),
+            }
+        };
+        let open_fds = match shared_fds {
+            Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+            None => {
+                let t = self.tracked.get(&pid)?;
+                let size = match &t.fd_dir {
+                    Some(d) => d.metadata().map(|m| m.len()).unwrap_or(0),
+                    None => std::fs::metadata(format!("/proc/{pid}/fd"))
+                        .map(|m| m.len())
+                        .unwrap_or(0),
+                };
+                if size > 0 || self.counts_fds {
+                    u32::try_from(size).unwrap_or(u32::MAX)
+                } else {
+                    count_dir_entries(pid)
+                }
             }
         };
         let memory_key = self.tracked.get(&pid)?.memory_cgroup.clone();
         let memory_max = memory_key.and_then(|k| self.memory_limit(&k));
-        let sockets: Vec<pb::ProcessSocketCount> = {
-            let by_pid = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
-            by_pid
-                .get(&pid)
-                .map(|counts| {
-                    counts
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, c)| **c > 0)
-                        .map(|(s, c)| pb::ProcessSocketCount {
-                            state: state_name(s as u8).to_string(),
-                            count: *c,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let sockets: Vec<pb::ProcessSocketCount> = socket_states
+            .map(|counts| {
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(s, c)| pb::ProcessSocketCount {
+                        state: state_name(s as u8).to_string(),
+                        count: *c,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let (hz, page) = (self.hz, self.page_size);
         let t = self.tracked.get_mut(&pid)?;
         if let Some(p) = pss {
