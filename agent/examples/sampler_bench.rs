@@ -1,8 +1,10 @@
 //! Sampling workload driven by `cargo xtask bench samplers` over stdin/stdout.
 //! The bench measures this process's CPU from /proc while it works.
 //!
-//! Started as `sampler_bench full` (every cadence due at every cycle) or
-//! `sampler_bench defaults` (the agent's default configuration). It runs one
+//! Started as `sampler_bench full` (every cadence due at every cycle),
+//! `host` / `sockets` / `processes` (one part of a full cycle: CPU + memory +
+//! disks, the socket pass, the process pass) or `defaults` (the agent's
+//! default configuration). It runs one
 //! warm-up cycle, prints `ready`, then serves commands (one per line, each
 //! answered by one line):
 //! - `cycles N`: N cycles back to back, each batch encoded as the agent would
@@ -53,11 +55,22 @@ fn cycle(registry: &mut SamplerRegistry) -> (usize, usize, u64) {
 }
 
 fn main() {
+    let only = |cpu, disks, connections, processes| SamplersConfig {
+        cpu,
+        memory: cpu,
+        disks,
+        connections,
+        processes,
+        ..full_config()
+    };
     let config = match std::env::args().nth(1).as_deref() {
         Some("full") => full_config(),
+        Some("host") => only(true, true, false, false),
+        Some("sockets") => only(false, false, true, false),
+        Some("processes") => only(false, false, false, true),
         Some("defaults") => SamplersConfig::default(),
         _ => {
-            eprintln!("usage: sampler_bench full|defaults");
+            eprintln!("usage: sampler_bench full|host|sockets|processes|defaults");
             std::process::exit(2);
         }
     };

@@ -335,6 +335,23 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let series = ne.scrape()?;
 
     let mut agent = Workload::start(&binary, "full")?;
+    let mut parts = [
+        (
+            "host counters: CPU + memory + disks",
+            Workload::start(&binary, "host")?,
+            Vec::new(),
+        ),
+        (
+            "socket pass (sock_diag + owners)",
+            Workload::start(&binary, "sockets")?,
+            Vec::new(),
+        ),
+        (
+            "process pass",
+            Workload::start(&binary, "processes")?,
+            Vec::new(),
+        ),
+    ];
     let mut agent_ms = Vec::new();
     let mut agent_tick_ms = Vec::new();
     let mut ne_ms = Vec::new();
@@ -360,10 +377,19 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         ne_ms.push(b);
         ne_tick_ms.push((t1 - t0) as f64 * 1000.0 / hz / o.scrapes as f64);
         ratio.push(a / b);
+        // The parts of a full cycle, each in its own process.
+        for (_, w, v) in &mut parts {
+            let ns0 = cpu_ns(w.pid);
+            w.ask(&format!("cycles {}", o.cycles))?;
+            v.push((cpu_ns(w.pid) - ns0) as f64 / 1e6 / o.cycles as f64);
+        }
         println!(
             "round {}: agent {a:.2} ms/cycle, node_exporter {b:.2} ms/scrape",
             round + 1
         );
+    }
+    for (_, w, _) in &mut parts {
+        let _ = w.ask("quit");
     }
     let rss_full = agent.ask("rss")?;
     let _ = agent.ask("quit");
