@@ -446,6 +446,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "{}",
         row("ratio agent cycle / node_exporter scrape", &ratio, "x")
     );
+    for (name, _, v) in &parts {
+        println!("{}", row(&format!("of which: {name}"), v, "ms"));
+    }
     println!(
         "{}",
         row(
