@@ -7,4 +7,5 @@ pub mod ingest;
 pub mod query;
 pub mod server;
 pub mod state;
+pub mod top;
 pub mod validate;

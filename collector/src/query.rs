@@ -61,4 +61,11 @@ impl pb::query_server::Query for QueryService {
             latest: Some(latest),
         }))
     }
+
+    async fn top_processes(
+        &self,
+        request: Request<pb::TopProcessesRequest>,
+    ) -> Result<Response<pb::TopProcessesResponse>, Status> {
+        crate::top::top_processes(&self.registry, request.get_ref()).map(Response::new)
+    }
 }
