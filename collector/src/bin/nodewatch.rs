@@ -31,6 +31,18 @@ enum Command {
         /// Host id, hostname, or a unique prefix of either.
         host: String,
     },
+    /// Rank one host's processes by RSS, open fds against their limit, CPU, or RSS growth.
+    Top(cli::top::TopArgs),
+    /// Show one host's filesystems and block devices.
+    Disks {
+        /// Host id, hostname, or a unique prefix of either.
+        host: String,
+    },
+    /// Show one host's sockets, listeners and accept queues, ephemeral ports, CLOSE_WAIT / TIME_WAIT owners.
+    Conns {
+        /// Host id, hostname, or a unique prefix of either.
+        host: String,
+    },
 }
 
 async fn run(args: Args) -> Result<(), cli::CliError> {
@@ -38,6 +50,9 @@ async fn run(args: Args) -> Result<(), cli::CliError> {
     match args.command {
         Command::Hosts => cli::hosts::list(channel, args.output).await,
         Command::Host { host } => cli::hosts::show(channel, &host, args.output).await,
+        Command::Top(top) => cli::top::run(channel, &top, args.output).await,
+        Command::Disks { host } => cli::disks::run(channel, &host, args.output).await,
+        Command::Conns { host } => cli::conns::run(channel, &host, args.output).await,
     }
 }
 

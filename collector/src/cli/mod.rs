@@ -2,7 +2,10 @@
 //!
 //! Each command lives in its own module and exposes `run(client, args, output)`.
 
+pub mod conns;
+pub mod disks;
 pub mod hosts;
+pub mod top;
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
