@@ -133,26 +133,33 @@ pub fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
 /// dropped, and each filesystem (device number) once — the mount of its root
 /// when there is one, else the first seen.
 pub fn real_mounts(content: &[u8], remote: bool) -> Vec<MountEntry> {
+    let all: Vec<MountEntry> = lines(content).filter_map(parse_mountinfo_line).collect();
+    // A later mount on the same mount point hides the earlier one: statvfs of
+    // the path reaches only the top one.
+    let mut top: HashMap<&str, usize> = HashMap::new();
+    for (i, m) in all.iter().enumerate() {
+        top.insert(m.mount_point.as_str(), i);
+    }
     let mut chosen: Vec<MountEntry> = Vec::new();
     let mut by_dev: HashMap<(u32, u32), usize> = HashMap::new();
-    for line in lines(content) {
-        let Some(m) = parse_mountinfo_line(line) else {
+    for (i, m) in all.iter().enumerate() {
+        if top.get(m.mount_point.as_str()) != Some(&i) {
             continue;
-        };
+        }
         let fs = m.fs_type.as_bytes();
         let is_remote = REMOTE_FS.contains(&fs) || fs.starts_with(b"fuse.sshfs");
         if PSEUDO_FS.contains(&fs) || (!remote && is_remote) {
             continue;
         }
         match by_dev.get(&m.dev) {
-            Some(&i) => {
-                if chosen[i].root != "/" && m.root == "/" {
-                    chosen[i] = m;
+            Some(&j) => {
+                if chosen[j].root != "/" && m.root == "/" {
+                    chosen[j] = m.clone();
                 }
             }
             None => {
                 by_dev.insert(m.dev, chosen.len());
-                chosen.push(m);
+                chosen.push(m.clone());
             }
         }
     }
@@ -371,8 +378,13 @@ mod tests {
     fn real_mounts_of_a_real_mountinfo() {
         let mounts = real_mounts(include_bytes!("fixtures/mountinfo"), false);
         let points: Vec<&str> = mounts.iter().map(|m| m.mount_point.as_str()).collect();
-        // /dev/shm holds two distinct tmpfs instances (0:23 and 0:27): both count.
-        assert_eq!(points.iter().filter(|p| **p == "/dev/shm").count(), 2);
+        // /dev/shm is mounted twice (0:23, then 0:27 on top): only the top one is reachable.
+        let shm: Vec<&MountEntry> = mounts
+            .iter()
+            .filter(|m| m.mount_point == "/dev/shm")
+            .collect();
+        assert_eq!(shm.len(), 1);
+        assert_eq!(shm[0].dev, (0, 27));
         assert!(points.contains(&"/sys/fs/cgroup"), "tmpfs is real");
         assert!(points.contains(&"/"));
         assert!(!points.contains(&"/proc"));
