@@ -557,6 +557,18 @@ impl SyscallTracer {
         self.hook
     }
 
+    /// Cgroups that currently have their own slot, by path relative to the cgroup2 root.
+    pub fn tracked_cgroups(&mut self) -> Vec<String> {
+        (1..MAX_CGROUP_SLOTS as usize)
+            .filter_map(|slot| self.slots.cgroup(slot))
+            .map(|id| {
+                self.names
+                    .name(id, false)
+                    .unwrap_or_else(|| format!("cgroup-id:{id}"))
+            })
+            .collect()
+    }
+
     /// True while the programs are attached (not backed off).
     pub fn attached(&self) -> bool {
         self.links.is_some()
