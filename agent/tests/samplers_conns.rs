@@ -170,3 +170,44 @@ fn outgoing_connections_count_against_the_destination_range() {
     clients[0].set_nonblocking(true).unwrap();
     assert!(clients[0].read(&mut b).is_err());
 }
+
+#[test]
+fn ipv6_listener_and_connections_are_seen() {
+    const N: usize = 5;
+    let Ok(listener) = TcpListener::bind("[::1]:0") else {
+        println!("skipping: no IPv6 loopback");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let mut held = Vec::new();
+    for _ in 0..N {
+        held.push(TcpStream::connect(("::1", port)).unwrap());
+        held.push(listener.accept().unwrap().0);
+    }
+    let batch = sample(&SamplersConfig {
+        processes: false,
+        ..config()
+    });
+    let c = batch.connections.unwrap();
+    let l = c
+        .listeners
+        .iter()
+        .find(|l| l.port == u32::from(port))
+        .expect("IPv6 listener reported");
+    assert_eq!(l.address, "::1");
+    assert_eq!(l.pid, std::process::id());
+    let e = c
+        .ephemeral_ports
+        .iter()
+        .find(|e| e.dst_address == "::1" && e.dst_port == u32::from(port))
+        .expect("IPv6 destination counted");
+    assert_eq!(e.sockets, N as u64);
+    assert_eq!(e.src_address, "::1");
+    let established: u64 = c
+        .tcp_states
+        .iter()
+        .filter(|s| s.state == "ESTABLISHED")
+        .map(|s| s.count)
+        .sum();
+    assert!(established >= 2 * N as u64);
+}
