@@ -431,10 +431,8 @@ impl ProcessSampler {
                 .get(&pid)
                 .is_some_and(|t| t.start_time != stat.start_time);
         if !read_ok || reused {
-            // New process, pid reuse, or no kept-open file: (re)open.
-            if existing && let Some(old) = self.tracked.remove(&pid) {
-                self.forget(&old);
-            }
+            // New process, pid reuse, or no kept-open file (descriptor budget
+            // spent, or the process died): open and read now.
             let file = match open_pid_file(&self.proc_fd, pid, "stat", libc::O_RDONLY) {
                 Ok(f) => f,
                 Err(e) => {
@@ -446,35 +444,52 @@ impl ProcessSampler {
             };
             read_whole(&file, &mut self.buf).ok()?;
             parse_pid_stat(&self.buf, &mut stat)?;
-            if self.tracked.len() >= self.max_processes {
-                return None;
+            let same = self
+                .tracked
+                .get(&pid)
+                .is_some_and(|t| t.start_time == stat.start_time && t.stat_file.is_none());
+            if same {
+                // The same process, tracked without a kept-open file: keep this
+                // one if the budget allows now.
+                if let Some(f) = self.keep_open(Ok(file))
+                    && let Some(t) = self.tracked.get_mut(&pid)
+                {
+                    t.stat_file = Some(f);
+                }
+            } else {
+                if existing && let Some(old) = self.tracked.remove(&pid) {
+                    self.forget(&old);
+                }
+                if self.tracked.len() >= self.max_processes {
+                    return None;
+                }
+                let stat_file = self.keep_open(Ok(file));
+                let fd_dir = self.keep_open(open_pid_file(
+                    &self.proc_fd,
+                    pid,
+                    "fd",
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                ));
+                self.tracked.insert(
+                    pid,
+                    Tracked {
+                        start_time: stat.start_time,
+                        stat_file,
+                        fd_dir,
+                        stat: PidStat::default(),
+                        cmdline: String::new(),
+                        cgroup: String::new(),
+                        memory_cgroup: None,
+                        uid: 0,
+                        fd_limits: (0, 0),
+                        prev_ticks: None,
+                        pss: 0,
+                        slow_refreshed: None,
+                        generation,
+                    },
+                );
+                fresh = true;
             }
-            let stat_file = self.keep_open(Ok(file));
-            let fd_dir = self.keep_open(open_pid_file(
-                &self.proc_fd,
-                pid,
-                "fd",
-                libc::O_RDONLY | libc::O_DIRECTORY,
-            ));
-            self.tracked.insert(
-                pid,
-                Tracked {
-                    start_time: stat.start_time,
-                    stat_file,
-                    fd_dir,
-                    stat: PidStat::default(),
-                    cmdline: String::new(),
-                    cgroup: String::new(),
-                    memory_cgroup: None,
-                    uid: 0,
-                    fd_limits: (0, 0),
-                    prev_ticks: None,
-                    pss: 0,
-                    slow_refreshed: None,
-                    generation,
-                },
-            );
-            fresh = true;
         }
         let renamed = self
             .tracked
@@ -703,6 +718,35 @@ mod tests {
         );
         assert_eq!(short_cmdline(b"sleep\x0060\x00", 256), "sleep 60");
         assert_eq!(short_cmdline("aé€".as_bytes(), 4), "aé");
+    }
+
+    #[test]
+    fn without_descriptor_budget_the_same_process_keeps_its_history() {
+        let mut s = ProcessSampler::new(
+            256,
+            100_000,
+            Duration::from_secs(3600),
+            0,
+            SocketsByPid::default(),
+        )
+        .unwrap();
+        let me = std::process::id();
+        let mut b = pb::Batch::default();
+        s.sample(&mut b).unwrap();
+        assert_eq!(s.open_files, 0, "nothing kept open");
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let mut b = pb::Batch::default();
+        s.sample(&mut b).unwrap();
+        let p = b.processes.iter().find(|p| p.pid == me).unwrap();
+        assert!(
+            p.cpu_ratio > 0.0,
+            "the delta survived without kept-open files"
+        );
+        assert!(p.fd_limit_soft > 0);
     }
 
     #[test]
