@@ -300,7 +300,7 @@ impl Sampler for DiskSampler {
         let mounts = real_mounts(self.mountinfo.read()?, self.remote);
         for m in &mounts {
             match disk_usage(m) {
-                // A filesystem without blocks (e.g. an empty overlay helper) holds nothing.
+                // A filesystem without blocks holds nothing worth reporting.
                 Ok(u) if u.size_bytes > 0 => batch.disks.push(u),
                 Ok(_) => {}
                 // A mount that vanished between reading mountinfo and statvfs.
