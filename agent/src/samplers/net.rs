@@ -498,7 +498,12 @@ impl Sampler for ConnectionsSampler {
             parse_reserved_ports(f.read()?, &mut self.pass.reserved);
         }
         let capacity = ephemeral_capacity(range, &self.pass.reserved);
-        self.socket_pass(range)?;
+        if let Err(e) = self.socket_pass(range) {
+            // No sock_diag (e.g. inet_diag unavailable in a container): the
+            // counters above are still worth sending; the error is counted.
+            batch.connections = Some(c);
+            return Err(e);
+        }
 
         c.tcp_states = state_counts(&self.pass.tcp_counts);
         c.udp_states = state_counts(&self.pass.udp_counts);
