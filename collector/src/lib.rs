@@ -1,0 +1,3 @@
+//! nodewatch collector library.
+
+pub mod store;
