@@ -1,3 +1,11 @@
-//! nodewatch collector library.
+//! nodewatch collector: ingest from agents, in-memory host state, queries,
+//! and the `nodewatch` CLI's client code.
 
+pub mod cli;
+pub mod config;
+pub mod ingest;
+pub mod query;
+pub mod server;
+pub mod state;
 pub mod store;
+pub mod validate;

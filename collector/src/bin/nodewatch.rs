@@ -1,0 +1,54 @@
+//! `nodewatch`: query a nodewatch collector from the terminal or from scripts.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nodewatch_collector::cli::{self, OutputFormat};
+
+/// Query a nodewatch collector: hosts, their latest figures and history.
+///
+/// Every read command prints a table for people, or JSON for scripts with
+/// `--output json`. Exit status: 0 on success, 1 on any error (message on stderr).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Collector address (host:port or http://host:port).
+    #[arg(long, global = true, env = "NODEWATCH_COLLECTOR", default_value = nodewatch_proto::DEFAULT_COLLECTOR_ADDR)]
+    collector: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every host with its headline figures.
+    Hosts,
+    /// Show one host: identity, agent state, latest CPU and memory.
+    Host {
+        /// Host id, hostname, or a unique prefix of either.
+        host: String,
+    },
+}
+
+async fn run(args: Args) -> Result<(), cli::CliError> {
+    let channel = cli::connect(&args.collector).await?;
+    match args.command {
+        Command::Hosts => cli::hosts::list(channel, args.output).await,
+        Command::Host { host } => cli::hosts::show(channel, &host, args.output).await,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Collector configuration: defaults, then the TOML file, then flags and
+//! `NODEWATCH_*` environment variables (flags and env win).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default listen address: loopback, plaintext.
+pub const DEFAULT_LISTEN: &str = nodewatch_proto::DEFAULT_COLLECTOR_ADDR;
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/nodewatch";
+/// Default in-memory history per host.
+pub const DEFAULT_HISTORY: Duration = Duration::from_secs(15 * 60);
+/// Default maximum number of hosts.
+pub const DEFAULT_MAX_HOSTS: usize = 10_000;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A non-loopback address without `insecure_listen`.
+    #[error(
+        "refusing to listen on non-loopback address {0} without TLS; \
+         pass --insecure-listen (or insecure_listen = true) to accept plaintext gRPC from the network"
+    )]
+    InsecureListen(SocketAddr),
+}
+
+/// Everything the collector can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Address to serve gRPC on (Ingest, Query, health, reflection).
+    pub listen: SocketAddr,
+    /// Allow a non-loopback `listen` address without TLS (plaintext on the network).
+    pub insecure_listen: bool,
+    /// Directory for the collector's data.
+    pub data_dir: PathBuf,
+    /// How much recent history per host is kept in memory for fresh queries.
+    #[serde(with = "humantime_serde")]
+    pub history: Duration,
+    /// Most hosts the collector tracks; further agents are refused with RESOURCE_EXHAUSTED.
+    pub max_hosts: usize,
+    /// Oldest batch accepted (agents replay what they kept during an outage).
+    #[serde(with = "humantime_serde")]
+    pub max_batch_age: Duration,
+    /// Furthest ahead of the collector's clock a batch may be.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// Largest gRPC message accepted, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            insecure_listen: false,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            history: DEFAULT_HISTORY,
+            max_hosts: DEFAULT_MAX_HOSTS,
+            max_batch_age: Duration::from_secs(15 * 24 * 3600),
+            max_clock_skew: Duration::from_secs(600),
+            max_message_bytes: nodewatch_proto::MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Parses TOML text over the defaults.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks choices that must be explicit.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && !self.insecure_listen {
+            return Err(ConfigError::InsecureListen(self.listen));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../../docs/collector.example.toml");
+        let config = CollectorConfig::from_toml(text).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.history, DEFAULT_HISTORY);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let err = CollectorConfig::from_toml("listne = \"1.2.3.4:1\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn non_loopback_needs_insecure_listen() {
+        let mut config = CollectorConfig::from_toml("listen = \"0.0.0.0:7077\"").unwrap();
+        assert!(matches!(config.check(), Err(ConfigError::InsecureListen(_))));
+        config.insecure_listen = true;
+        assert!(config.check().is_ok());
+    }
+}

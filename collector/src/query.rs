@@ -1,0 +1,64 @@
+//! The `Query` service: answers questions about hosts.
+
+use std::sync::Arc;
+
+use nodewatch_proto::pb;
+use tonic::{Request, Response, Status};
+
+use crate::state::{HostRegistry, ResolveError};
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct QueryService {
+    registry: Arc<HostRegistry>,
+}
+
+impl QueryService {
+    /// A service answering from `registry`.
+    pub fn new(registry: Arc<HostRegistry>) -> Self {
+        Self { registry }
+    }
+
+    /// Resolves a host argument to a host id, as a gRPC status on failure.
+    pub fn resolve(&self, host: &str) -> Result<String, Status> {
+        resolve(&self.registry, host)
+    }
+}
+
+/// Resolves a host id, hostname or unique prefix, mapping failures to statuses.
+pub fn resolve(registry: &HostRegistry, host: &str) -> Result<String, Status> {
+    if host.is_empty() {
+        return Err(Status::invalid_argument("host must not be empty"));
+    }
+    registry.resolve(host).map_err(|e| match e {
+        ResolveError::NotFound(_) => Status::not_found(e.to_string()),
+        ResolveError::Ambiguous(..) => Status::invalid_argument(e.to_string()),
+    })
+}
+
+#[tonic::async_trait]
+impl pb::query_server::Query for QueryService {
+    async fn list_hosts(
+        &self,
+        _request: Request<pb::ListHostsRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        Ok(Response::new(pb::ListHostsResponse {
+            hosts: self.registry.list(),
+        }))
+    }
+
+    async fn get_host(
+        &self,
+        request: Request<pb::GetHostRequest>,
+    ) -> Result<Response<pb::GetHostResponse>, Status> {
+        let id = self.resolve(&request.get_ref().host)?;
+        let (summary, latest) = self
+            .registry
+            .snapshot(&id)
+            .ok_or_else(|| Status::not_found(format!("host {id} is gone")))?;
+        Ok(Response::new(pb::GetHostResponse {
+            summary: Some(summary),
+            latest: Some(latest),
+        }))
+    }
+}
