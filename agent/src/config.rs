@@ -106,7 +106,10 @@ impl AgentConfig {
         if self.interval < MIN_INTERVAL {
             return Err(ConfigError::Invalid(
                 "interval",
-                format!("{:?} is below the minimum {:?}", self.interval, MIN_INTERVAL),
+                format!(
+                    "{:?} is below the minimum {:?}",
+                    self.interval, MIN_INTERVAL
+                ),
             ));
         }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
@@ -151,7 +154,10 @@ mod tests {
         assert!(toml::from_str::<AgentConfig>("colector = \"x\"").is_err());
         let config: AgentConfig = toml::from_str("interval = \"1ms\"").unwrap();
         assert!(config.check().is_err());
-        assert_eq!(parse_label("env=prod").unwrap(), ("env".into(), "prod".into()));
+        assert_eq!(
+            parse_label("env=prod").unwrap(),
+            ("env".into(), "prod".into())
+        );
         assert!(parse_label("=x").is_err());
     }
 }

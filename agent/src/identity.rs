@@ -8,7 +8,9 @@ use nodewatch_proto::pb;
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// Neither /etc/machine-id nor /var/lib/dbus/machine-id holds a machine id.
-    #[error("no machine id in /etc/machine-id or /var/lib/dbus/machine-id; set host_id in the config")]
+    #[error(
+        "no machine id in /etc/machine-id or /var/lib/dbus/machine-id; set host_id in the config"
+    )]
     NoMachineId,
 }
 
@@ -63,7 +65,9 @@ pub fn read(host_id: Option<&str>) -> Result<pb::HostIdentity, IdentityError> {
         .ok()
         .map(|s| {
             s.lines()
-                .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+                .filter(|l| {
+                    l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+                })
                 .count() as u32
         })
         .filter(|n| *n > 0)
@@ -98,7 +102,10 @@ mod tests {
     #[test]
     fn parses_os_release_stat_and_meminfo() {
         let os = "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n";
-        assert_eq!(os_pretty_name(os).unwrap(), "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(
+            os_pretty_name(os).unwrap(),
+            "Debian GNU/Linux 12 (bookworm)"
+        );
         let stat = "cpu  1 2 3 4 5 6 7 8 0 0\nintr 5\nctxt 9\nbtime 1732840000\nprocesses 3\n";
         assert_eq!(boot_time_from_stat(stat), Some(1_732_840_000));
         let meminfo = "MemTotal:       24570660 kB\nMemFree:        22000000 kB\n";

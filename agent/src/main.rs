@@ -9,9 +9,9 @@ use clap::Parser;
 use nodewatch_agent::client::{Backoff, Client};
 use nodewatch_agent::config::{AgentConfig, parse_label};
 use nodewatch_agent::ebpf::{EbpfError, SyscallTracer};
+use nodewatch_agent::identity;
 use nodewatch_agent::outbox::Outbox;
 use nodewatch_agent::samplers::SamplerRegistry;
-use nodewatch_agent::identity;
 use nodewatch_proto::pb;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -219,7 +219,9 @@ fn sample_loop(
         let dropped = outbox.push(batch);
         if dropped > 0 {
             if dropped_total == 0 {
-                warn!("outbox full: dropping the oldest unacknowledged batches (raise outbox_bytes or reconnect the collector)");
+                warn!(
+                    "outbox full: dropping the oldest unacknowledged batches (raise outbox_bytes or reconnect the collector)"
+                );
             }
             dropped_total += dropped;
         }

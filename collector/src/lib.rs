@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod query;
+pub mod series_query;
 pub mod server;
 pub mod state;
 pub mod store;

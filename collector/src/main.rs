@@ -75,17 +75,18 @@ async fn main() -> anyhow::Result<()> {
              anyone who can reach this port can send and read data"
         );
     }
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            config.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    info!(version = env!("CARGO_PKG_VERSION"), "nodewatch-collector starting");
-    let collector = Collector::new(config);
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "nodewatch-collector starting"
+    );
+    let store = nodewatch_collector::store::Store::open(&config.data_dir, config.store_config())
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let collector = Collector::with_store(config, std::sync::Arc::new(store));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -359,7 +359,10 @@ mod tests {
         assert_eq!(reg.resolve("aa11").unwrap(), "aa11");
         assert_eq!(reg.resolve("web-2").unwrap(), "aa22");
         assert_eq!(reg.resolve("aa1").unwrap(), "aa11");
-        assert!(matches!(reg.resolve("web"), Err(ResolveError::Ambiguous(_, 2))));
+        assert!(matches!(
+            reg.resolve("web"),
+            Err(ResolveError::Ambiguous(_, 2))
+        ));
         assert!(matches!(reg.resolve("db"), Err(ResolveError::NotFound(_))));
     }
 

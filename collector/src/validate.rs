@@ -212,7 +212,10 @@ mod tests {
     #[test]
     fn accepts_a_sane_batch() {
         let now = SystemTime::now();
-        assert_eq!(batch(&good_batch(now), &ValidationLimits::default(), now), Ok(()));
+        assert_eq!(
+            batch(&good_batch(now), &ValidationLimits::default(), now),
+            Ok(())
+        );
     }
 
     #[test]
@@ -256,6 +259,9 @@ mod tests {
         for i in 0..=MAX_LABELS {
             h.labels.insert(format!("k{i}"), "v".into());
         }
-        assert_eq!(hello(&h), Err(ValidationError::TooManyLabels(MAX_LABELS + 1)));
+        assert_eq!(
+            hello(&h),
+            Err(ValidationError::TooManyLabels(MAX_LABELS + 1))
+        );
     }
 }

@@ -35,7 +35,12 @@ fn agent_host_is_listed_within_10s_with_figures_matching_proc() {
     let host = wait_for(Duration::from_secs(10), || {
         find_host(&hosts_json(addr), &id).filter(|h| h["memory_total_bytes"].as_u64() > Some(0))
     })
-    .unwrap_or_else(|| panic!("host not listed within 10 s; agent log:\n{}", agent.log_text()));
+    .unwrap_or_else(|| {
+        panic!(
+            "host not listed within 10 s; agent log:\n{}",
+            agent.log_text()
+        )
+    });
     assert!(start.elapsed() < Duration::from_secs(10));
 
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();

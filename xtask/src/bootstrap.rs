@@ -132,10 +132,7 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         return Ok(());
     }
     let prefix = llvm_prefix();
-    let path = format!(
-        "{prefix}/bin:{}",
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("{prefix}/bin:{}", std::env::var("PATH").unwrap_or_default());
     run(
         &format!("installing bpf-linker against LLVM {LLVM_MAJOR} (about 2 minutes)"),
         Command::new("cargo")
@@ -174,7 +171,13 @@ pub fn ensure_python_grpc() -> anyhow::Result<()> {
     run(
         "installing Python gRPC reflection client for the tests (grpcio, grpcio-reflection)",
         Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(PYTHON_PACKAGES),
     )
 }

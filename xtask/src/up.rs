@@ -154,15 +154,21 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let mut listed = false;
     while started.elapsed() < Duration::from_secs(10) && !STOP.load(Ordering::SeqCst) {
         let out = Command::new(&cli)
-            .args(["--collector", &args.listen.to_string(), "hosts", "--output", "json"])
+            .args([
+                "--collector",
+                &args.listen.to_string(),
+                "hosts",
+                "--output",
+                "json",
+            ])
             .stderr(Stdio::null())
             .output();
         if let Ok(out) = out {
             if let Ok(serde_json::Value::Array(hosts)) = serde_json::from_slice(&out.stdout) {
-                if hosts
-                    .iter()
-                    .any(|h| h["hostname"] == hostname.as_str() && h["memory_total_bytes"].as_u64().unwrap_or(0) > 0)
-                {
+                if hosts.iter().any(|h| {
+                    h["hostname"] == hostname.as_str()
+                        && h["memory_total_bytes"].as_u64().unwrap_or(0) > 0
+                }) {
                     listed = true;
                     break;
                 }
@@ -213,11 +219,15 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         agent_log.display(),
     );
 
-    let deadline = (args.exit_after > 0).then(|| Instant::now() + Duration::from_secs(args.exit_after));
+    let deadline =
+        (args.exit_after > 0).then(|| Instant::now() + Duration::from_secs(args.exit_after));
     let mut failed = None;
     while !STOP.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
         if let Some(status) = agent.try_wait()? {
-            failed = Some(format!("agent exited with {status}; log:\n{}", tail(&agent_log)));
+            failed = Some(format!(
+                "agent exited with {status}; log:\n{}",
+                tail(&agent_log)
+            ));
             break;
         }
         if let Some(status) = collector.try_wait()? {

@@ -52,8 +52,16 @@ pub async fn list(channel: Channel, output: OutputFormat) -> Result<(), CliError
                 return Ok(());
             }
             let mut table = Table::new([
-                "HOSTNAME", "HOST ID", "STATE", "CPU", "LOAD1", "MEM USED", "MEM TOTAL", "EBPF",
-                "AGENT", "LAST SEEN",
+                "HOSTNAME",
+                "HOST ID",
+                "STATE",
+                "CPU",
+                "LOAD1",
+                "MEM USED",
+                "MEM TOTAL",
+                "EBPF",
+                "AGENT",
+                "LAST SEEN",
             ]);
             for h in &hosts {
                 let id = h.identity.clone().unwrap_or_default();
@@ -120,14 +128,20 @@ fn render_host(s: &pb::HostSummary, latest: &pb::Batch) -> String {
     let mut t = Table::new(["FIELD", "VALUE"]);
     t.row(["hostname".to_string(), id.hostname.clone()]);
     t.row(["host id".to_string(), id.host_id.clone()]);
-    t.row(["state".to_string(), if s.connected { "up" } else { "down" }.to_string()]);
+    t.row([
+        "state".to_string(),
+        if s.connected { "up" } else { "down" }.to_string(),
+    ]);
     t.row(["last seen".to_string(), ago(s.last_seen_unix_nano)]);
     t.row(["kernel".to_string(), format!("{} ({})", id.kernel, id.arch)]);
     t.row(["os".to_string(), id.os.clone()]);
     t.row(["agent".to_string(), s.agent_version.clone()]);
     t.row(["ebpf".to_string(), feature_state(caps.ebpf.as_ref())]);
     for sampler in &caps.samplers {
-        t.row([format!("sampler {}", sampler.name), feature_state(Some(sampler))]);
+        t.row([
+            format!("sampler {}", sampler.name),
+            feature_state(Some(sampler)),
+        ]);
     }
     if !s.labels.is_empty() {
         let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -427,7 +427,7 @@ impl LatestParts {
             out.cpu = b.cpu.clone();
         }
         if let Some(b) = &self.memory {
-            out.memory = b.memory.clone();
+            out.memory = b.memory;
         }
         if let Some(b) = &self.disks {
             out.disks = b.disks.clone();
@@ -446,7 +446,7 @@ impl LatestParts {
             out.syscalls = b.syscalls.clone();
         }
         if let Some(b) = &self.ebpf {
-            out.ebpf = b.ebpf.clone();
+            out.ebpf = b.ebpf;
         }
         Some(out)
     }
@@ -1462,15 +1462,14 @@ fn prepare(
         used: clock,
     });
     run.accepted = batch.seq;
-    if h.runs.len() > config.max_runs_per_host.max(1) {
-        if let Some((&oldest, _)) = h
+    if h.runs.len() > config.max_runs_per_host.max(1)
+        && let Some((&oldest, _)) = h
             .runs
             .iter()
             .filter(|(k, _)| **k != run_id)
             .min_by_key(|(_, r)| r.used)
-        {
-            h.runs.remove(&oldest);
-        }
+    {
+        h.runs.remove(&oldest);
     }
     head.index_bytes += index_bytes;
     Ok(Some(out))

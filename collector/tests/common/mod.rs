@@ -51,7 +51,11 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("{} did not stop on SIGTERM:\n{}", self.name, self.log_text());
+        panic!(
+            "{} did not stop on SIGTERM:\n{}",
+            self.name,
+            self.log_text()
+        );
     }
 
     pub fn kill9(&mut self) {
