@@ -99,6 +99,14 @@ impl pb::query_server::Query for QueryService {
         let req = request.into_inner();
         blocking(move || crate::series_query::list_metrics(&store, &req)).await
     }
+
+    async fn get_store_stats(
+        &self,
+        _request: Request<pb::GetStoreStatsRequest>,
+    ) -> Result<Response<pb::GetStoreStatsResponse>, Status> {
+        let store = self.history()?;
+        blocking(move || Ok(crate::series_query::store_stats(&store))).await
+    }
 }
 
 impl QueryService {

@@ -392,6 +392,31 @@ pub fn list_metrics(
     })
 }
 
+/// Answers `Query.GetStoreStats`.
+pub fn store_stats(store: &Store) -> pb::GetStoreStatsResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    let size = store.size();
+    let c = store.counters();
+    pb::GetStoreStatsResponse {
+        chunk_bytes: size.chunk_bytes,
+        wal_bytes: size.wal_bytes,
+        head_bytes: size.head_bytes,
+        head_series: size.head_series,
+        batches_stored: c.batches_stored.load(Relaxed),
+        batches_duplicate: c.batches_duplicate.load(Relaxed),
+        samples_stored: c.samples_stored.load(Relaxed),
+        rejected_non_finite: c.rejected_non_finite.load(Relaxed),
+        rejected_future: c.rejected_future.load(Relaxed),
+        rejected_past: c.rejected_past.load(Relaxed),
+        rejected_cardinality: c.rejected_cardinality.load(Relaxed),
+        rejected_hosts: c.rejected_hosts.load(Relaxed),
+        out_of_order_batches: c.out_of_order_batches.load(Relaxed),
+        wal_syncs: c.wal_syncs.load(Relaxed),
+        flushes: c.flushes.load(Relaxed),
+        expired_generations: c.expired_generations.load(Relaxed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
