@@ -31,6 +31,8 @@ enum Command {
         /// Host id, hostname, or a unique prefix of either.
         host: String,
     },
+    /// History of one metric of a host as a table with a chart (no METRIC: list metrics).
+    Series(cli::series::SeriesArgs),
 }
 
 async fn run(args: Args) -> Result<(), cli::CliError> {
@@ -38,6 +40,7 @@ async fn run(args: Args) -> Result<(), cli::CliError> {
     match args.command {
         Command::Hosts => cli::hosts::list(channel, args.output).await,
         Command::Host { host } => cli::hosts::show(channel, &host, args.output).await,
+        Command::Series(series) => cli::series::run(channel, &series, args.output).await,
     }
 }
 
