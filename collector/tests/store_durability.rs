@@ -269,4 +269,28 @@ async fn bad_input_gets_clear_statuses_and_the_collector_keeps_serving() {
         .into_inner();
     assert_eq!(stats.rejected_cardinality, 1, "{stats:?}");
     assert_eq!(stats.batches_stored, 1, "{stats:?}");
+
+    // The CLI reads the same history.
+    let out = cli(
+        addr,
+        &[
+            "series", HOST, "load1", "--since", "10m", "--step", "1s", "-o", "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["series"][0]["points"][0][1], 1.0, "{v}");
+    let out = cli(addr, &["series", HOST, "load1", "--since", "10m"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("load1 on") && text.contains("TIME (UTC)"),
+        "{text}"
+    );
+    let out = cli(addr, &["series", HOST, "no_such_metric"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no metric"));
 }
