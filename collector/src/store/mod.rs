@@ -92,6 +92,9 @@ pub struct StoreConfig {
     pub retention_interval: Duration,
     /// Agent runs remembered per host for de-duplication (least recently used dropped).
     pub max_runs_per_host: usize,
+    /// fsync the WAL before acknowledging appends. `false` acknowledges data that a
+    /// crash or power loss can lose: only for measuring the in-memory path.
+    pub fsync: bool,
 }
 
 impl Default for StoreConfig {
@@ -107,6 +110,7 @@ impl Default for StoreConfig {
             wal_max_bytes: DEFAULT_WAL_MAX_BYTES,
             retention_interval: DEFAULT_RETENTION_INTERVAL,
             max_runs_per_host: DEFAULT_MAX_RUNS_PER_HOST,
+            fsync: true,
         }
     }
 }
@@ -1640,7 +1644,7 @@ fn writer_loop(
                 }
             }
         }
-        if let Err(e) = wal.write_durable(&framed) {
+        if let Err(e) = wal.write(&framed, shared.config.fsync) {
             // The log's state on disk is unknown: refuse everything from now on
             // rather than acknowledge what may not be durable.
             warn!(error = %e, "wal write failed; store stops accepting batches");

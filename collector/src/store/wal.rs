@@ -127,11 +127,18 @@ impl Wal {
 
     /// Writes framed records and makes them durable (one fdatasync for the group).
     pub fn write_durable(&mut self, framed: &[u8]) -> Result<(), StoreError> {
+        self.write(framed, true)
+    }
+
+    /// Writes framed records; with `sync`, fdatasyncs them (once for the group).
+    pub fn write(&mut self, framed: &[u8], sync: bool) -> Result<(), StoreError> {
         if framed.is_empty() {
             return Ok(());
         }
         self.file.write_all(framed).map_err(io("write wal"))?;
-        self.file.sync_data().map_err(io("fdatasync wal"))?;
+        if sync {
+            self.file.sync_data().map_err(io("fdatasync wal"))?;
+        }
         self.bytes += framed.len() as u64;
         Ok(())
     }
