@@ -6,6 +6,7 @@
 //! - `test`: bootstrap, then run every test (kernel tests included; root needed for those).
 //! - `bench <name>`: on-demand benchmarks that report ratios against a reference.
 
+mod bench_ingest;
 mod bootstrap;
 mod up;
 
@@ -112,6 +113,10 @@ fn main() -> anyhow::Result<()> {
             }
             cargo(&a)
         }
+        Cmd::Bench {
+            name: BenchName::Ingest,
+            args,
+        } => bench_ingest::run(&args),
         Cmd::Bench { name, args } => {
             bootstrap::ensure()?;
             let _ = args;
