@@ -1332,6 +1332,7 @@ async fn query_host_hour(
         .into_inner();
     let mut points = 0;
     for m in metrics.metrics.iter().filter(|m| !m.histogram) {
+        let t = Instant::now();
         let r = client
             .query_series(pb::QuerySeriesRequest {
                 host: host.into(),
@@ -1346,6 +1347,9 @@ async fn query_host_hour(
             .await?
             .into_inner();
         points += r.series.iter().map(|s| s.points.len()).sum::<usize>();
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!("{} {:?}", m.name, t.elapsed());
+        }
     }
     Ok(points)
 }
