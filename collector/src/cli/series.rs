@@ -261,9 +261,7 @@ pub fn number(v: f64) -> String {
         (v, "")
     };
     let s = scaled.abs();
-    let text = if s == 0.0 || (s >= 100.0 && suffix.is_empty() && v.fract() == 0.0) {
-        format!("{scaled:.0}")
-    } else if s >= 100.0 {
+    let text = if s == 0.0 || s >= 100.0 {
         format!("{scaled:.0}")
     } else if s >= 10.0 {
         format!("{scaled:.1}")

@@ -356,29 +356,49 @@ fn get_runs(buf: &[u8], pos: &mut usize) -> Result<Runs, StoreError> {
     Ok(runs)
 }
 
-/// Encodes a closed scalar chunk: picks integer delta-of-delta when every value
-/// is an integer and that is smaller, Gorilla XOR otherwise.
-pub fn encode_scalar_chunk(runs: &Runs, xor: &XorEncoder, all_int: bool) -> Vec<u8> {
+/// Powers of ten tried when looking for a decimal scale.
+const POW10: [f64; 4] = [1.0, 10.0, 100.0, 1000.0];
+
+/// Smallest `k` such that every value is exactly `m / 10^k` for an integer `m`
+/// below 2^53 (values read from /proc are mostly integers or centiseconds).
+fn decimal_scale(values: &[f64]) -> Option<(u8, Vec<i64>)> {
+    'scale: for (k, &p) in POW10.iter().enumerate() {
+        let mut ints = Vec::with_capacity(values.len());
+        for &v in values {
+            let m = (v * p).round();
+            if !is_exact_int(m) || (m / p).to_bits() != v.to_bits() {
+                continue 'scale;
+            }
+            ints.push(m as i64);
+        }
+        return Some((k as u8, ints));
+    }
+    None
+}
+
+/// Encodes a closed scalar chunk: delta-of-delta integers of the values scaled by
+/// a power of ten when that is exact and smaller, Gorilla XOR otherwise.
+pub fn encode_scalar_chunk(runs: &Runs, xor: &XorEncoder) -> Vec<u8> {
     let mut out = Vec::with_capacity(xor.bytes().len() + 8);
-    let xor_chunk = |out: &mut Vec<u8>| {
-        out.push(tag::XOR);
-        put_runs(out, runs);
-        out.extend_from_slice(xor.bytes());
-    };
-    if all_int && xor.len() > 1 {
+    if xor.len() > 1 {
         let mut values = Vec::with_capacity(xor.len() as usize);
-        if xor_decode(xor.bytes(), xor.len() as usize, &mut values).is_ok() {
+        if xor_decode(xor.bytes(), xor.len() as usize, &mut values).is_ok()
+            && let Some((k, ints)) = decimal_scale(&values)
+        {
             let mut w = BitWriter::default();
-            dod_encode(values.iter().map(|&v| v as i64), &mut w);
-            if w.bytes().len() < xor.bytes().len() {
+            dod_encode(ints, &mut w);
+            if w.bytes().len() + 1 < xor.bytes().len() {
                 out.push(tag::INT);
                 put_runs(&mut out, runs);
+                out.push(k);
                 out.extend_from_slice(w.bytes());
                 return out;
             }
         }
     }
-    xor_chunk(&mut out);
+    out.push(tag::XOR);
+    put_runs(&mut out, runs);
+    out.extend_from_slice(xor.bytes());
     out
 }
 
@@ -397,9 +417,15 @@ pub fn decode_scalar_chunk(buf: &[u8]) -> Result<(Runs, Vec<f64>), StoreError> {
     match tag {
         tag::XOR => xor_decode(&buf[pos..], n, &mut values)?,
         tag::INT => {
+            let k = *buf
+                .get(pos)
+                .ok_or(StoreError::Corrupt("chunk without scale"))?;
+            let p = *POW10
+                .get(k as usize)
+                .ok_or(StoreError::Corrupt("decimal scale out of range"))?;
             let mut ints = Vec::with_capacity(n);
-            dod_decode(&mut BitReader::new(&buf[pos..]), n, &mut ints)?;
-            values.extend(ints.into_iter().map(|v| v as f64));
+            dod_decode(&mut BitReader::new(&buf[pos + 1..]), n, &mut ints)?;
+            values.extend(ints.into_iter().map(|v| v as f64 / p));
         }
         _ => return Err(StoreError::Corrupt("unknown scalar chunk codec")),
     }
@@ -606,12 +632,45 @@ mod tests {
             e.push(f64::from(i) * 4096.0 + 1e9);
             runs_push(&mut runs, i);
         }
-        let c = encode_scalar_chunk(&runs, &e, true);
+        let c = encode_scalar_chunk(&runs, &e);
         assert_eq!(c[0], tag::INT);
         assert!(c.len() < 120, "{}", c.len());
         let (r, v) = decode_scalar_chunk(&c).unwrap();
         assert_eq!(r, vec![(0, 600)]);
         assert_eq!(v[599], 599.0 * 4096.0 + 1e9);
+    }
+
+    #[test]
+    fn centisecond_values_use_scaled_integers_and_round_trip_exactly() {
+        let mut e = XorEncoder::default();
+        let mut runs = Runs::new();
+        let mut v = 12_345.67f64;
+        let mut expect = Vec::new();
+        for i in 0..600u32 {
+            v = ((v + 0.01 * f64::from(i % 37)) * 100.0).round() / 100.0;
+            e.push(v);
+            expect.push(v);
+            runs_push(&mut runs, i);
+        }
+        let c = encode_scalar_chunk(&runs, &e);
+        assert_eq!(c[0], tag::INT);
+        assert!(
+            c.len() * 2 < e.bytes().len(),
+            "{} vs {}",
+            c.len(),
+            e.bytes().len()
+        );
+        let (_, got) = decode_scalar_chunk(&c).unwrap();
+        let a: Vec<u64> = expect.iter().map(|v| v.to_bits()).collect();
+        let b: Vec<u64> = got.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(a, b);
+        // Values that are not short decimals stay XOR.
+        let mut e = XorEncoder::default();
+        for i in 0..100 {
+            e.push(f64::from(i).sqrt());
+        }
+        let c = encode_scalar_chunk(&vec![(0, 100)], &e);
+        assert_eq!(c[0], tag::XOR);
     }
 
     #[test]
@@ -625,7 +684,7 @@ mod tests {
         for i in 0..6 {
             e.push(f64::from(i) + 0.5);
         }
-        let c = encode_scalar_chunk(&runs, &e, false);
+        let c = encode_scalar_chunk(&runs, &e);
         let (r, v) = decode_scalar_chunk(&c).unwrap();
         assert_eq!(r, runs);
         assert_eq!(v, vec![0.5, 1.5, 2.5, 3.5, 4.5, 5.5]);

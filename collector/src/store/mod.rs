@@ -343,7 +343,6 @@ struct HostRecord {
 enum Body {
     Scalar {
         xor: XorEncoder,
-        all_int: bool,
     },
     Histogram {
         layout: HistogramLayout,
@@ -1530,7 +1529,6 @@ fn apply(
                 runs: Runs::new(),
                 body: Body::Scalar {
                     xor: XorEncoder::default(),
-                    all_int: true,
                 },
             });
         }
@@ -1538,9 +1536,8 @@ fn apply(
             continue;
         };
         let before = open.heap_bytes();
-        if let Body::Scalar { xor, all_int } = &mut open.body {
+        if let Body::Scalar { xor } = &mut open.body {
             xor.push(v);
-            *all_int &= codec::is_exact_int(v);
             codec::runs_push(&mut open.runs, idx);
         }
         grown += open.heap_bytes().saturating_sub(before);
@@ -1740,9 +1737,7 @@ fn cut(shared: &Shared, wal: &mut Wal, flushed: &mut u64) -> Result<(), StoreErr
             for (sid, s) in h.series.iter().enumerate() {
                 if let Some(open) = &s.open {
                     let bytes = match &open.body {
-                        Body::Scalar { xor, all_int } => {
-                            codec::encode_scalar_chunk(&open.runs, xor, *all_int)
-                        }
+                        Body::Scalar { xor } => codec::encode_scalar_chunk(&open.runs, xor),
                         Body::Histogram { layout, body } => {
                             codec::encode_histogram_chunk(&open.runs, *layout, body)
                         }
