@@ -1,1 +1,164 @@
+//! Kernel/user ABI of the nodewatch syscall-latency programs, and the
+//! histogram layout both sides agree on.
+//!
+//! The crate builds for the BPF target (used by the programs in `main.rs`)
+//! and for the host (used by the agent to read the maps and by the collector
+//! to merge and query histograms; see [`hist`]).
+//!
+//! # Histogram layout (H2, log-linear)
+//!
+//! Latencies are nanoseconds. With grouping power `G` ([`GROUPING_POWER`] = 3)
+//! values below `2^(G+1)` (16 ns) each get their own bucket; above that every
+//! power of two `[2^k, 2^(k+1))` is split into `2^G` (8) buckets of equal width.
+//! A bucket's width is at most `2^-G` (12.5 %) of its lower bound, so any
+//! percentile reported as a bucket's upper bound is within 12.5 % of the
+//! true value (relative error `<= 1/8`). Values at or above
+//! `2^MAX_VALUE_POWER` ns (about 68.7 s) land in the last bucket.
+
 #![no_std]
+
+#[cfg(not(target_arch = "bpf"))]
+extern crate std;
+
+#[cfg(not(target_arch = "bpf"))]
+pub mod hist;
+
+/// Buckets per power of two = `2^GROUPING_POWER`.
+pub const GROUPING_POWER: u32 = 3;
+/// The histogram covers `0 ..= 2^MAX_VALUE_POWER - 1` nanoseconds.
+pub const MAX_VALUE_POWER: u32 = 36;
+/// Number of buckets of one histogram.
+pub const BUCKETS: usize = (1 << (GROUPING_POWER + 1))
+    + ((MAX_VALUE_POWER - GROUPING_POWER - 1) as usize) * (1 << GROUPING_POWER);
+
+/// Syscall numbers tracked per syscall: `0 .. MAX_SYSCALLS` (larger ones are ignored).
+pub const MAX_SYSCALLS: u32 = 512;
+/// Bits of a start-array entry holding the syscall number (`MAX_SYSCALLS = 2^NR_BITS`).
+pub const NR_BITS: u32 = 9;
+/// Mask of the syscall number in a start-array entry.
+pub const NR_MASK: u64 = (1 << NR_BITS) - 1;
+
+/// Syscall families used for per-cgroup attribution.
+pub const FAMILIES: u32 = 8;
+/// Family names, indexed by family number (stored per syscall in the `FAMILY` map).
+pub const FAMILY_NAMES: [&str; FAMILIES as usize] = [
+    "io", "file", "net", "poll", "lock", "sleep", "memory", "misc",
+];
+/// Family of syscalls that belong to no other family.
+pub const FAMILY_MISC: u8 = 7;
+
+/// Cgroup slots per-family histograms are kept for; slot 0 is "other"
+/// (every cgroup not in the slot table), slots `1 ..` are assigned by userspace.
+pub const MAX_CGROUP_SLOTS: u32 = 64;
+/// Size of the table counting syscalls of cgroups without a slot (for promotion).
+pub const CGROUP_MISS_ENTRIES: u32 = 4096;
+
+/// Name of the start-time array (one `u64` per thread id; resized to `kernel.pid_max` at load).
+pub const MAP_START: &str = "NW_START";
+/// Name of the per-CPU per-syscall histogram array (`MAX_SYSCALLS` entries of [`Hist`]).
+pub const MAP_SYSCALL_HIST: &str = "NW_SYSCALL_HIST";
+/// Name of the per-CPU family × cgroup-slot histogram array (`MAX_CGROUP_SLOTS * FAMILIES` entries, index `slot * FAMILIES + family`).
+pub const MAP_CGROUP_HIST: &str = "NW_CGROUP_HIST";
+/// Name of the syscall number → family array (`u8`, `MAX_SYSCALLS` entries).
+pub const MAP_FAMILY: &str = "NW_FAMILY";
+/// Name of the cgroup id → slot hash map (`u64` → `u32`, `MAX_CGROUP_SLOTS` entries).
+pub const MAP_CGROUP_SLOTS: &str = "NW_CGROUP_SLOTS";
+/// Name of the cgroup id → syscall count hash map for cgroups without a slot.
+pub const MAP_CGROUP_MISSES: &str = "NW_CGROUP_MISSES";
+
+/// Program names: full programs (tp_btf and raw tracepoint variants) and
+/// empty ones on the same hooks (the cost floor, for benchmarks).
+pub mod programs {
+    /// Full sys_enter program, `tp_btf` flavour.
+    pub const ENTER_BTF: &str = "nw_enter_btf";
+    /// Full sys_exit program, `tp_btf` flavour.
+    pub const EXIT_BTF: &str = "nw_exit_btf";
+    /// Full sys_enter program, raw tracepoint flavour.
+    pub const ENTER_RAW: &str = "nw_enter_raw";
+    /// Full sys_exit program, raw tracepoint flavour.
+    pub const EXIT_RAW: &str = "nw_exit_raw";
+    /// Empty sys_enter program, `tp_btf` flavour.
+    pub const EMPTY_ENTER_BTF: &str = "nw_empty_enter_btf";
+    /// Empty sys_exit program, `tp_btf` flavour.
+    pub const EMPTY_EXIT_BTF: &str = "nw_empty_exit_btf";
+    /// Empty sys_enter program, raw tracepoint flavour.
+    pub const EMPTY_ENTER_RAW: &str = "nw_empty_enter_raw";
+    /// Empty sys_exit program, raw tracepoint flavour.
+    pub const EMPTY_EXIT_RAW: &str = "nw_empty_exit_raw";
+}
+
+/// One latency histogram as stored in the kernel maps (per CPU).
+///
+/// Counters are `u32` and wrap; userspace works on wrapping deltas per
+/// interval, so only more than 2^32 events per CPU per interval would be lost.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Hist {
+    /// Event count per bucket (layout in the crate docs).
+    pub buckets: [u32; BUCKETS],
+    /// Events that returned a negative value (an error).
+    pub errors: u32,
+    /// Padding to a multiple of 8 bytes.
+    pub _pad: u32,
+}
+
+#[cfg(not(target_arch = "bpf"))]
+impl core::fmt::Debug for Hist {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let total: u64 = self.buckets.iter().map(|&c| u64::from(c)).sum();
+        f.debug_struct("Hist")
+            .field("total", &total)
+            .field("errors", &self.errors)
+            .finish()
+    }
+}
+
+/// Bucket index of `value` (nanoseconds). Branch-light and loop-free so that
+/// the BPF verifier accepts it; always `< BUCKETS`.
+#[inline(always)]
+pub fn bucket_index(value: u64) -> usize {
+    const CUTOFF_POWER: u32 = GROUPING_POWER + 1;
+    const CUTOFF: u64 = 1 << CUTOFF_POWER;
+    if value < CUTOFF {
+        return value as usize;
+    }
+    if value >> MAX_VALUE_POWER != 0 {
+        return BUCKETS - 1;
+    }
+    let power = 63 - log2_floor_inv(value);
+    let log_bin = (power - CUTOFF_POWER) as usize;
+    let offset = ((value - (1u64 << power)) >> (power - GROUPING_POWER)) as usize;
+    let idx = CUTOFF as usize + (log_bin << GROUPING_POWER) + offset;
+    if idx >= BUCKETS { BUCKETS - 1 } else { idx }
+}
+
+/// Leading zeros of a non-zero value, by binary search (no loops, no clz
+/// instruction needed on BPF).
+#[inline(always)]
+fn log2_floor_inv(mut v: u64) -> u32 {
+    let mut n = 0;
+    if v & 0xFFFF_FFFF_0000_0000 == 0 {
+        n += 32;
+        v <<= 32;
+    }
+    if v & 0xFFFF_0000_0000_0000 == 0 {
+        n += 16;
+        v <<= 16;
+    }
+    if v & 0xFF00_0000_0000_0000 == 0 {
+        n += 8;
+        v <<= 8;
+    }
+    if v & 0xF000_0000_0000_0000 == 0 {
+        n += 4;
+        v <<= 4;
+    }
+    if v & 0xC000_0000_0000_0000 == 0 {
+        n += 2;
+        v <<= 2;
+    }
+    if v & 0x8000_0000_0000_0000 == 0 {
+        n += 1;
+    }
+    n
+}

@@ -172,16 +172,15 @@ impl Client {
                     }
                     Ok(None) => return Err(SessionError::Closed),
                     Err(status) => {
-                        if status.code() == tonic::Code::InvalidArgument {
-                            if let Some(seq) = status
+                        if status.code() == tonic::Code::InvalidArgument
+                            && let Some(seq) = status
                                 .metadata()
                                 .get(REJECTED_SEQ_METADATA)
                                 .and_then(|v| v.to_str().ok())
                                 .and_then(|v| v.parse::<u64>().ok())
-                            {
-                                error!(seq, "collector refused batch, dropping it: {}", status.message());
-                                self.outbox.reject(seq);
-                            }
+                        {
+                            error!(seq, "collector refused batch, dropping it: {}", status.message());
+                            self.outbox.reject(seq);
                         }
                         return Err(status.into());
                     }

@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid --log filter {:?}", args.log))?,
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = load(&args)?;
     let identity = identity::read(config.host_id.as_deref())?;

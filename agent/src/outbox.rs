@@ -88,11 +88,11 @@ impl Outbox {
     /// Drops the batch `seq` (the collector refused it as invalid).
     pub fn reject(&self, seq: u64) {
         let mut q = self.lock();
-        if let Some(pos) = q.batches.iter().position(|(b, _)| b.seq == seq) {
-            if let Some((_, s)) = q.batches.remove(pos) {
-                q.bytes -= s;
-                q.dropped += 1;
-            }
+        if let Some(pos) = q.batches.iter().position(|(b, _)| b.seq == seq)
+            && let Some((_, s)) = q.batches.remove(pos)
+        {
+            q.bytes -= s;
+            q.dropped += 1;
         }
     }
 

@@ -9,6 +9,8 @@ use anyhow::{Context as _, bail};
 
 /// LLVM major version matching the nightly toolchain's LLVM and bpf-linker's feature.
 const LLVM_MAJOR: u32 = 22;
+/// bpf-linker release line that links against a system LLVM 22.
+const BPF_LINKER_VERSION: &str = "~0.13";
 /// Debian packages holding LLVM's development files and what linking against them needs.
 const LLVM_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -138,8 +140,9 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         Command::new("cargo")
             .args([
                 "install",
-                "--locked",
                 "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
                 "--no-default-features",
                 "--features",
                 &format!("llvm-{LLVM_MAJOR}"),
@@ -177,6 +180,7 @@ pub fn ensure_python_grpc() -> anyhow::Result<()> {
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
+                "--root-user-action=ignore",
             ])
             .args(PYTHON_PACKAGES),
     )

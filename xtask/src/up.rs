@@ -163,16 +163,15 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             ])
             .stderr(Stdio::null())
             .output();
-        if let Ok(out) = out {
-            if let Ok(serde_json::Value::Array(hosts)) = serde_json::from_slice(&out.stdout) {
-                if hosts.iter().any(|h| {
-                    h["hostname"] == hostname.as_str()
-                        && h["memory_total_bytes"].as_u64().unwrap_or(0) > 0
-                }) {
-                    listed = true;
-                    break;
-                }
-            }
+        if let Ok(out) = out
+            && let Ok(serde_json::Value::Array(hosts)) = serde_json::from_slice(&out.stdout)
+            && hosts.iter().any(|h| {
+                h["hostname"] == hostname.as_str()
+                    && h["memory_total_bytes"].as_u64().unwrap_or(0) > 0
+            })
+        {
+            listed = true;
+            break;
         }
         if agent.try_wait()?.is_some() {
             break;

@@ -25,7 +25,7 @@ pub fn summary_json(s: &pb::HostSummary) -> Value {
         "last_seen_unix_nano": s.last_seen_unix_nano,
         "sample_time_unix_nano": s.sample_time_unix_nano,
         "ebpf": {
-            "state": pb::FeatureState::try_from(ebpf.state).unwrap_or_default().as_str_name(),
+            "state": super::state_name(ebpf.state),
             "reason": ebpf.reason,
         },
         "cpu_busy_ratio": s.cpu_busy_ratio,
@@ -105,7 +105,7 @@ pub async fn show(channel: Channel, host: &str, output: OutputFormat) -> Result<
                 .map(|s| {
                     json!({
                         "name": s.name,
-                        "state": pb::FeatureState::try_from(s.state).unwrap_or_default().as_str_name(),
+                        "state": super::state_name(s.state),
                         "reason": s.reason,
                     })
                 })
@@ -149,7 +149,7 @@ fn render_host(s: &pb::HostSummary, latest: &pb::Batch) -> String {
         t.row(["labels".to_string(), labels.join(",")]);
     }
     if let Some(cpu) = &latest.cpu {
-        let total = cpu.total.clone().unwrap_or_default();
+        let total = cpu.total.unwrap_or_default();
         t.row([
             "cpu".to_string(),
             format!(

@@ -209,6 +209,16 @@ pub fn ago(unix_nano: i64) -> String {
     }
 }
 
+/// Short lowercase name of a feature state for JSON output.
+pub fn state_name(state: i32) -> &'static str {
+    match pb::FeatureState::try_from(state).unwrap_or_default() {
+        pb::FeatureState::Active => "active",
+        pb::FeatureState::Disabled => "disabled",
+        pb::FeatureState::Unavailable => "unavailable",
+        pb::FeatureState::Unspecified => "unknown",
+    }
+}
+
 /// Display name of a feature state.
 pub fn feature_state(status: Option<&pb::FeatureStatus>) -> String {
     let Some(status) = status else {
