@@ -532,6 +532,7 @@ impl HostSim {
                 run_time_ns: 0,
                 run_count: 0,
                 interval_ns: 1_000_000_000,
+                ..Default::default()
             }),
         }
     }

@@ -449,7 +449,7 @@ impl LatestParts {
             out.syscalls = b.syscalls.clone();
         }
         if let Some(b) = &self.ebpf {
-            out.ebpf = b.ebpf;
+            out.ebpf = b.ebpf.clone();
         }
         Some(out)
     }
@@ -681,6 +681,10 @@ fn check_finite(b: &pb::Batch) -> Result<(), StoreError> {
     }
     for d in &b.block_devices {
         bad("block_devices.utilization", d.utilization)?;
+    }
+    if let Some(e) = &b.ebpf {
+        bad("ebpf.cpu_fraction", e.cpu_fraction)?;
+        bad("ebpf.cpu_budget", e.cpu_budget)?;
     }
     for p in &b.processes {
         for v in [p.user_seconds, p.system_seconds, p.cpu_ratio] {

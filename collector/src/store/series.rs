@@ -259,9 +259,14 @@ pub fn map_batch(batch: &pb::Batch, sink: &mut impl SampleSink) {
             ("ebpf_run_time_ns", e.run_time_ns),
             ("ebpf_run_count", e.run_count),
             ("ebpf_interval_ns", e.interval_ns),
+            ("ebpf_stats_window_ns", e.stats_window_ns),
+            ("ebpf_backed_off", u64::from(e.backed_off)),
+            ("ebpf_cgroup_slots", u64::from(e.cgroup_slots)),
         ] {
             sink.scalar(kb.key(name, &[]), f(v));
         }
+        sink.scalar(kb.key("ebpf_cpu_fraction", &[]), e.cpu_fraction);
+        sink.scalar(kb.key("ebpf_cpu_budget", &[]), e.cpu_budget);
     }
 }
 
