@@ -176,6 +176,20 @@ async fn kill_9_keeps_every_acknowledged_batch_and_replay_adds_nothing() {
     drop(s);
 
     let _collector = common::collector(addr, dir.path(), &["--config", &cfg_s]);
+    // The host is known again before its agent reconnects (restored from the store).
+    let hosts = query(addr)
+        .await
+        .list_hosts(pb::ListHostsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
+    let restored = hosts
+        .iter()
+        .find(|h| h.identity.as_ref().is_some_and(|i| i.host_id == HOST))
+        .unwrap_or_else(|| panic!("host not restored: {hosts:?}"));
+    assert!(!restored.connected);
+    assert!(restored.last_seen_unix_nano > 0);
     let pts = load1(addr, HOST).await;
     assert!(
         pts.len() as u64 >= acked,
