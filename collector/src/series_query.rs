@@ -464,6 +464,170 @@ mod tests {
         assert_eq!(raw[4].value, 3.0);
     }
 
+    fn batch(seq: u64, t: i64) -> pb::Batch {
+        use crate::store::hist::bucket_index;
+        pb::Batch {
+            seq,
+            time_unix_nano: t,
+            cpu: Some(pb::CpuStats {
+                context_switches: seq * 500,
+                ..Default::default()
+            }),
+            processes: [(10, "web"), (11, "db")]
+                .iter()
+                .map(|&(pid, name)| pb::ProcessStats {
+                    pid,
+                    start_time_ticks: 7,
+                    name: name.into(),
+                    rss_bytes: u64::from(pid) * 1000 + seq,
+                    ..Default::default()
+                })
+                .collect(),
+            syscalls: vec![pb::SyscallLatency {
+                syscall: "read".into(),
+                count: 100,
+                latency_ns: Some(pb::Histogram {
+                    grouping_power: 4,
+                    max_value_power: 40,
+                    // 99 fast calls (~1 us) and one slow (~1 ms) per interval.
+                    indices: vec![bucket_index(4, 1_000), bucket_index(4, 1_000_000)],
+                    counts: vec![99, 1],
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    async fn filled_store(dir: &std::path::Path) -> (Store, i64) {
+        let store = Store::open(dir, crate::store::StoreConfig::default()).unwrap();
+        let t0 = now_nanos() - 600 * S;
+        for seq in 1..=120u64 {
+            store
+                .append("h", 1, &batch(seq, t0 + seq as i64 * S))
+                .await
+                .unwrap();
+            if seq == 60 {
+                store.flush().await.unwrap();
+            }
+        }
+        (store, t0)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn series_query_selects_by_label_and_rates_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, t0) = filled_store(dir.path()).await;
+        let r = query_series(
+            &store,
+            &pb::QuerySeriesRequest {
+                host: "h".into(),
+                metric: "process_rss_bytes".into(),
+                matchers: vec![pb::LabelMatcher {
+                    name: "name".into(),
+                    value: "db".into(),
+                    op: pb::MatchOp::Equal as i32,
+                }],
+                start_unix_nano: t0,
+                end_unix_nano: t0 + 200 * S,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.series.len(), 1);
+        assert!(
+            r.series[0]
+                .labels
+                .iter()
+                .any(|l| l.name == "pid" && l.value == "11")
+        );
+        assert_eq!(r.series[0].points.len(), 120);
+        assert_eq!(r.series[0].points[119].value, 11_000.0 + 120.0);
+        // Counters default to a per-second rate: 500 switches per 1 s batch.
+        let r = query_series(
+            &store,
+            &pb::QuerySeriesRequest {
+                host: "h".into(),
+                metric: "context_switches_total".into(),
+                start_unix_nano: t0 + 10 * S,
+                end_unix_nano: t0 + 100 * S,
+                step_nanos: 30 * S,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.aggregation, pb::Aggregation::Rate as i32);
+        let pts = &r.series[0].points;
+        assert_eq!(pts.len(), 4, "{pts:?}");
+        assert!(
+            pts.iter().all(|p| (p.value - 500.0).abs() < 1e-9),
+            "{pts:?}"
+        );
+        // Bad requests are INVALID_ARGUMENT; unknown hosts NOT_FOUND.
+        let bad = pb::QuerySeriesRequest {
+            host: "h".into(),
+            metric: "load1".into(),
+            start_unix_nano: 10,
+            end_unix_nano: 5,
+            ..Default::default()
+        };
+        assert_eq!(
+            query_series(&store, &bad).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let unknown = pb::QuerySeriesRequest {
+            host: "nope".into(),
+            metric: "load1".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            query_series(&store, &unknown).unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn histogram_query_merges_across_head_and_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, t0) = filled_store(dir.path()).await;
+        let r = query_histogram(
+            &store,
+            &pb::QueryHistogramRequest {
+                host: "h".into(),
+                start_unix_nano: t0,
+                end_unix_nano: t0 + 200 * S,
+                percentiles: vec![50.0, 99.0, 99.5],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.series.len(), 1);
+        let p = &r.series[0].points[0];
+        assert_eq!(p.count, 120 * 100);
+        let get = |q: f64| {
+            p.percentiles
+                .iter()
+                .find(|x| x.percentile == q)
+                .unwrap()
+                .value
+        };
+        assert!((1_000..=1_063).contains(&get(50.0)), "{p:?}");
+        assert!((1_000..=1_063).contains(&get(99.0)), "{p:?}");
+        assert!((1_000_000..=1_065_535).contains(&get(99.5)), "{p:?}");
+        let m = list_metrics(&store, &pb::ListMetricsRequest { host: "h".into() }).unwrap();
+        let h = m
+            .metrics
+            .iter()
+            .find(|m| m.name == "syscall_latency_ns")
+            .unwrap();
+        assert!(h.histogram);
+        assert!(
+            m.metrics
+                .iter()
+                .any(|m| m.name == "context_switches_total" && m.counter)
+        );
+    }
+
     #[test]
     fn store_errors_map_to_statuses() {
         use tonic::Code;
