@@ -592,6 +592,11 @@ enum WriterMsg {
         received: i64,
         reply: oneshot::Sender<Result<Appended, StoreError>>,
     },
+    /// Cut the head now (see [`Store::flush`]).
+    Cut {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Time passed: time-based cuts and retention.
     Tick,
 }
 
@@ -978,17 +983,10 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(StoreError::Unavailable)?;
-        tx.send(WriterMsg::Append {
-            host_id: String::new(),
-            run_id: 0,
-            batch: Arc::default(),
-            record: Vec::new(),
-            received: 0,
-            reply,
-        })
-        .await
-        .map_err(|_| StoreError::Unavailable)?;
-        rx.await.map_err(|_| StoreError::Unavailable)?.map(|_| ())
+        tx.send(WriterMsg::Cut { reply })
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        rx.await.map_err(|_| StoreError::Unavailable)?
     }
 
     /// Resolves a host id, hostname or unique prefix of either to a host id.
@@ -1614,21 +1612,21 @@ fn writer_loop(
         {
             let mut head = lock(&shared.head);
             for msg in group {
-                let WriterMsg::Append {
-                    host_id,
-                    run_id,
-                    batch,
-                    record,
-                    received,
-                    reply,
-                } = msg
-                else {
-                    continue;
+                let (host_id, run_id, batch, record, received, reply) = match msg {
+                    WriterMsg::Append {
+                        host_id,
+                        run_id,
+                        batch,
+                        record,
+                        received,
+                        reply,
+                    } => (host_id, run_id, batch, record, received, reply),
+                    WriterMsg::Cut { reply } => {
+                        force_cut.push(reply);
+                        continue;
+                    }
+                    WriterMsg::Tick => continue,
                 };
-                if record.is_empty() {
-                    force_cut.push(reply);
-                    continue;
-                }
                 if shared.poisoned.load(Ordering::Relaxed) {
                     let _ = reply.send(Err(StoreError::Unavailable));
                     continue;
@@ -1691,7 +1689,7 @@ fn writer_loop(
             last_cut = Instant::now();
             for reply in force_cut {
                 let _ = reply.send(match &r {
-                    Ok(()) => Ok(Appended::Stored),
+                    Ok(()) => Ok(()),
                     Err(_) => Err(StoreError::Unavailable),
                 });
             }
