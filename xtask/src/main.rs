@@ -7,6 +7,7 @@
 //! - `bench <name>`: on-demand benchmarks that report ratios against a reference.
 
 mod bench_samplers;
+mod bench_ingest;
 mod bootstrap;
 mod up;
 
@@ -120,6 +121,10 @@ fn main() -> anyhow::Result<()> {
             bootstrap::ensure()?;
             bench_samplers::run(&args)
         }
+        Cmd::Bench {
+            name: BenchName::Ingest,
+            args,
+        } => bench_ingest::run(&args),
         Cmd::Bench { name, args } => {
             bootstrap::ensure()?;
             let _ = args;

@@ -43,6 +43,8 @@ enum Command {
         /// Host id, hostname, or a unique prefix of either.
         host: String,
     },
+    /// History of one metric of a host as a table with a chart (no METRIC: list metrics).
+    Series(cli::series::SeriesArgs),
 }
 
 async fn run(args: Args) -> Result<(), cli::CliError> {
@@ -53,6 +55,7 @@ async fn run(args: Args) -> Result<(), cli::CliError> {
         Command::Top(top) => cli::top::run(channel, &top, args.output).await,
         Command::Disks { host } => cli::disks::run(channel, &host, args.output).await,
         Command::Conns { host } => cli::conns::run(channel, &host, args.output).await,
+        Command::Series(series) => cli::series::run(channel, &series, args.output).await,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod conns;
 pub mod disks;
 pub mod hosts;
 pub mod top;
+pub mod series;
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
