@@ -8,6 +8,6 @@ pub mod query;
 pub mod series_query;
 pub mod server;
 pub mod state;
-pub mod top;
 pub mod store;
+pub mod top;
 pub mod validate;

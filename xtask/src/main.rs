@@ -6,8 +6,8 @@
 //! - `test`: bootstrap, then run every test (kernel tests included; root needed for those).
 //! - `bench <name>`: on-demand benchmarks that report ratios against a reference.
 
-mod bench_samplers;
 mod bench_ingest;
+mod bench_samplers;
 mod bootstrap;
 mod up;
 

@@ -5,8 +5,8 @@
 pub mod conns;
 pub mod disks;
 pub mod hosts;
-pub mod top;
 pub mod series;
+pub mod top;
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
