@@ -6,6 +6,7 @@
 //! - `test`: bootstrap, then run every test (kernel tests included; root needed for those).
 //! - `bench <name>`: on-demand benchmarks that report ratios against a reference.
 
+mod bench_syscalls;
 mod bootstrap;
 mod up;
 
@@ -114,8 +115,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench { name, args } => {
             bootstrap::ensure()?;
-            let _ = args;
-            bail!("benchmark {name:?} is not available in this build")
+            match name {
+                BenchName::Syscalls => bench_syscalls::run(&args),
+                _ => bail!("benchmark {name:?} is not available in this build"),
+            }
         }
     }
 }
