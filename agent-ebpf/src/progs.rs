@@ -4,15 +4,14 @@
 //! family × cgroup-slot histogram. Constant work, no loops, no ring buffer.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, PerCpuArray},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use nodewatch_agent_ebpf::{
-    CGROUP_MISS_ENTRIES, FAMILIES, FAMILY_MISC, Hist, MAX_CGROUP_SLOTS, MAX_SYSCALLS, NR_BITS,
-    NR_MASK, bucket_index,
+    CGROUP_MISS_ENTRIES, CGROUP_TABLE_ENTRIES, FAMILIES, FAMILY_MISC, Hist, MAX_CGROUP_SLOTS,
+    MAX_SYSCALLS, MissEntry, NR_BITS, NR_MASK, SlotEntry, bucket_index,
 };
 
 /// Start time and syscall number per thread id; resized to `kernel.pid_max` at load.
@@ -32,13 +31,15 @@ static NW_CGROUP_HIST: PerCpuArray<Hist> =
 #[map(name = "NW_FAMILY")]
 static NW_FAMILY: Array<u8> = Array::with_max_entries(MAX_SYSCALLS, 0);
 
-/// Cgroup id → slot (1..MAX_CGROUP_SLOTS), maintained by userspace.
+/// Direct-mapped cgroup id → slot table, maintained by userspace. An array
+/// (lookups inlined by the verifier) rather than a hash map: no helper call.
 #[map(name = "NW_CGROUP_SLOTS")]
-static NW_CGROUP_SLOTS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_CGROUP_SLOTS, 0);
+static NW_CGROUP_SLOTS: Array<SlotEntry> = Array::with_max_entries(CGROUP_TABLE_ENTRIES, 0);
 
-/// Cgroup id → syscalls seen while the cgroup had no slot; read and cleared by userspace.
+/// Direct-mapped per-CPU counters of cgroups without a slot; read by userspace.
 #[map(name = "NW_CGROUP_MISSES")]
-static NW_CGROUP_MISSES: HashMap<u64, u64> = HashMap::with_max_entries(CGROUP_MISS_ENTRIES, 0);
+static NW_CGROUP_MISSES: PerCpuArray<MissEntry> =
+    PerCpuArray::with_max_entries(CGROUP_MISS_ENTRIES, 0);
 
 #[inline(always)]
 fn on_enter(id: i64) {
@@ -86,10 +87,10 @@ fn on_exit(ret: i64) {
     };
     // SAFETY: helper without preconditions.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    let cslot = match NW_CGROUP_SLOTS.get_ptr(cgroup) {
-        // SAFETY: pointer from a successful lookup.
-        Some(p) => unsafe { *p },
-        None => {
+    let idx = (cgroup & u64::from(CGROUP_TABLE_ENTRIES - 1)) as u32;
+    let cslot = match NW_CGROUP_SLOTS.get(idx) {
+        Some(e) if e.cgroup == cgroup => e.slot,
+        _ => {
             note_miss(cgroup);
             0
         }
@@ -116,15 +117,17 @@ unsafe fn add(h: *mut Hist, bucket: usize, failed: bool) {
 
 #[inline(always)]
 fn note_miss(cgroup: u64) {
-    match NW_CGROUP_MISSES.get_ptr_mut(cgroup) {
-        Some(p) => {
-            // SAFETY: the pointer comes from a successful lookup. Not atomic: a
-            // lost increment under contention only blurs a promotion heuristic.
-            unsafe { *p = (*p).wrapping_add(1) };
-        }
-        None => {
-            // Fails silently when the table is full; userspace clears it each interval.
-            let _ = NW_CGROUP_MISSES.insert(cgroup, 1u64, u64::from(BPF_NOEXIST));
+    let idx = (cgroup & u64::from(CGROUP_MISS_ENTRIES - 1)) as u32;
+    if let Some(p) = NW_CGROUP_MISSES.get_ptr_mut(idx) {
+        // SAFETY: this CPU's value, from a successful lookup.
+        let e = unsafe { &mut *p };
+        if e.cgroup == cgroup {
+            e.count = e.count.wrapping_add(1);
+        } else if e.count == 0 {
+            e.cgroup = cgroup;
+            e.count = 1;
+        } else {
+            e.count -= 1;
         }
     }
 }

@@ -6,8 +6,8 @@
 //! every second, as the agent does.
 
 use std::io::{BufRead as _, Write as _};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nodewatch_agent::ebpf::{EbpfConfig, EmptyPrograms, HookChoice, SyscallTracer};

@@ -195,7 +195,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("bench syscalls attaches eBPF programs: run it as root");
     }
-    crate::cargo(&["build", "--release", "-p", "nodewatch-agent", "--example", "ebpf_attach"])?;
+    crate::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "nodewatch-agent",
+        "--example",
+        "ebpf_attach",
+    ])?;
     let helper = crate::workspace_root().join("target/release/examples/ebpf_attach");
     let mut setups = vec![Setup::Bare, Setup::Empty, Setup::Nodewatch];
     if o.bpftrace {
@@ -211,6 +218,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             }
         }
         setups.push(Setup::Bpftrace);
+        // bpftrace's tracepoints need tracefs (not mounted in some containers).
+        let tracing = std::path::Path::new("/sys/kernel/tracing");
+        if !tracing.join("events").exists() {
+            eprintln!("bench: mounting tracefs on /sys/kernel/tracing (bpftrace needs it)");
+            let st = Command::new("mount")
+                .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+                .status()
+                .context("cannot run mount")?;
+            if !st.success() {
+                bail!("cannot mount tracefs; run with --no-bpftrace");
+            }
+        }
     }
     pin_to_cpu0();
     eprintln!(
@@ -263,7 +282,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         println!(
             "| {} | {m:.1} ({lo:.1}–{hi:.1}) | {} | {vs_floor} |",
             s.label(),
-            if i == 0 { "–".to_string() } else { format!("{added:.1}") },
+            if i == 0 {
+                "–".to_string()
+            } else {
+                format!("{added:.1}")
+            },
         );
     }
     let nw_added = stats[2].0 - bare;
