@@ -61,4 +61,11 @@ impl pb::query_server::Query for QueryService {
             latest: Some(latest),
         }))
     }
+
+    async fn get_syscall_latency(
+        &self,
+        request: Request<pb::GetSyscallLatencyRequest>,
+    ) -> Result<Response<pb::GetSyscallLatencyResponse>, Status> {
+        crate::latency::get_syscall_latency(&self.registry, request.get_ref()).map(Response::new)
+    }
 }

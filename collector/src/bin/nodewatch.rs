@@ -31,6 +31,8 @@ enum Command {
         /// Host id, hostname, or a unique prefix of either.
         host: String,
     },
+    /// Syscall latency of a host (eBPF): count, error rate, percentiles and a histogram.
+    Latency(cli::latency::LatencyArgs),
 }
 
 async fn run(args: Args) -> Result<(), cli::CliError> {
@@ -38,6 +40,7 @@ async fn run(args: Args) -> Result<(), cli::CliError> {
     match args.command {
         Command::Hosts => cli::hosts::list(channel, args.output).await,
         Command::Host { host } => cli::hosts::show(channel, &host, args.output).await,
+        Command::Latency(a) => cli::latency::run(channel, &a, args.output).await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! Each command lives in its own module and exposes `run(client, args, output)`.
 
 pub mod hosts;
+pub mod latency;
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
