@@ -35,6 +35,11 @@ use self::cost::CostMonitor;
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nodewatch-ebpf"));
 
+/// The embedded eBPF object (programs and maps of `nodewatch-agent-ebpf`).
+pub fn object_bytes() -> &'static [u8] {
+    EBPF_OBJECT
+}
+
 /// Where the kernel exposes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
