@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
                 ticks += 1;
-                if ticks % 20 == 0 {
+                if ticks.is_multiple_of(20) {
                     let _ = t.collect();
                 }
             }

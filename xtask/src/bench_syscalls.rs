@@ -240,7 +240,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         o.hook
     );
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
-    let mut hook_used = String::new();
     for round in 0..o.rounds {
         for (i, &s) in setups.iter().enumerate() {
             let attached = match s {
@@ -254,55 +253,66 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             eprintln!("  round {}: {:<24} {ns:8.1} ns/call", round + 1, s.label());
             results[i].push(ns);
         }
-        if hook_used.is_empty() {
-            hook_used = o.hook.clone();
-        }
     }
-    let stats: Vec<(f64, f64, f64)> = results
-        .iter_mut()
-        .map(|v| {
-            let lo = v.iter().copied().fold(f64::MAX, f64::min);
-            let hi = v.iter().copied().fold(f64::MIN, f64::max);
-            (median(v), lo, hi)
-        })
+    // Per round, each setup minus the bare loop of the same round (paired), so
+    // that drifts of the machine between rounds cancel out.
+    let added: Vec<Vec<f64>> = results
+        .iter()
+        .map(|v| v.iter().zip(&results[0]).map(|(x, b)| x - b).collect())
         .collect();
-    let bare = stats[0].0;
-    println!();
-    println!("| setup | ns/getppid median (min–max) | added ns/syscall | vs floor (added) |");
-    println!("|---|---|---|---|");
-    let floor_added = stats[1].0 - bare;
-    for (i, s) in setups.iter().enumerate() {
-        let (m, lo, hi) = stats[i];
-        let added = m - bare;
-        let vs_floor = if i >= 1 && floor_added > 0.0 {
-            format!("{:.2}×", added / floor_added)
-        } else {
-            "–".into()
-        };
-        println!(
-            "| {} | {m:.1} ({lo:.1}–{hi:.1}) | {} | {vs_floor} |",
-            s.label(),
-            if i == 0 {
-                "–".to_string()
-            } else {
-                format!("{added:.1}")
-            },
-        );
-    }
-    let nw_added = stats[2].0 - bare;
+    let summary = |v: &[f64]| {
+        let mut v = v.to_vec();
+        let lo = v.iter().copied().fold(f64::MAX, f64::min);
+        let hi = v.iter().copied().fold(f64::MIN, f64::max);
+        (median(&mut v), lo, hi)
+    };
+    let ratio = |a: usize, b: usize| {
+        let r: Vec<f64> = added[a]
+            .iter()
+            .zip(&added[b])
+            .map(|(x, y)| x / y.max(0.1))
+            .collect();
+        summary(&r)
+    };
     println!();
     println!(
-        "nodewatch: {:.1} ns added per syscall, {:.2}× the empty-program floor (target ≤ 1.5×); total per-call time {:.2}× the floor's",
-        nw_added,
-        nw_added / floor_added.max(0.1),
-        stats[2].0 / stats[1].0
+        "| setup | ns per getppid, median (min–max) | added ns per syscall, median (min–max) | added vs floor, median (min–max) |"
+    );
+    println!("|---|---|---|---|");
+    for (i, s) in setups.iter().enumerate() {
+        let (m, lo, hi) = summary(&results[i]);
+        let (am, alo, ahi) = summary(&added[i]);
+        let (add, vs) = if i == 0 {
+            ("–".to_string(), "–".to_string())
+        } else {
+            let (rm, rlo, rhi) = ratio(i, 1);
+            (
+                format!("{am:.1} ({alo:.1}–{ahi:.1})"),
+                format!("{rm:.2}× ({rlo:.2}–{rhi:.2})"),
+            )
+        };
+        println!(
+            "| {} | {m:.1} ({lo:.1}–{hi:.1}) | {add} | {vs} |",
+            s.label()
+        );
+    }
+    println!();
+    let (nw, _, _) = summary(&added[2]);
+    let (vs_floor, _, _) = ratio(2, 1);
+    let totals: Vec<f64> = results[2]
+        .iter()
+        .zip(&results[1])
+        .map(|(a, b)| a / b)
+        .collect();
+    let (tot, _, _) = summary(&totals);
+    println!(
+        "nodewatch: {nw:.1} ns added per syscall, {vs_floor:.2}× the empty-program floor's added cost (target ≤ 1.5×); per-call time {tot:.2}× the floor's"
     );
     if setups.len() > 3 {
-        let bt_added = stats[3].0 - bare;
+        let (bt, _, _) = summary(&added[3]);
+        let (cheaper, lo, hi) = ratio(3, 2);
         println!(
-            "bpftrace: {:.1} ns added per syscall; nodewatch is {:.1}× cheaper (target ≥ 5×)",
-            bt_added,
-            bt_added / nw_added.max(0.1)
+            "bpftrace: {bt:.1} ns added per syscall; nodewatch is {cheaper:.1}× cheaper ({lo:.1}–{hi:.1}) (target ≥ 5×)"
         );
     }
     Ok(())

@@ -19,10 +19,10 @@ pub fn cgroup2_root() -> Option<PathBuf> {
         let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
             continue;
         };
-        if right.split_whitespace().next() == Some("cgroup2") {
-            if let Some(mp) = left.split_whitespace().nth(4) {
-                return Some(PathBuf::from(unescape(mp)));
-            }
+        if right.split_whitespace().next() == Some("cgroup2")
+            && let Some(mp) = left.split_whitespace().nth(4)
+        {
+            return Some(PathBuf::from(unescape(mp)));
         }
     }
     None

@@ -594,13 +594,13 @@ impl SyscallTracer {
             hook: self.hook.as_str().to_string(),
             ..Default::default()
         };
-        if let Err(e) = self.read_all(&mut out, &mut stats) {
-            if !self.warned_read {
-                warn!(
-                    "ebpf: cannot read the histogram maps ({e}); syscall latency is missing from batches"
-                );
-                self.warned_read = true;
-            }
+        if let Err(e) = self.read_all(&mut out, &mut stats)
+            && !self.warned_read
+        {
+            warn!(
+                "ebpf: cannot read the histogram maps ({e}); syscall latency is missing from batches"
+            );
+            self.warned_read = true;
         }
         self.cost_step(&mut stats);
         stats.backed_off = self.links.is_none();
