@@ -191,6 +191,8 @@ impl SlotTable {
             .filter(|(id, n)| *n > 0 && !self.slots.contains(&Some(*id)))
             .collect();
         newcomers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        // Slots filled in this call have no activity figure yet: never victims.
+        let mut fresh = vec![false; self.slots.len()];
         for (cg, events) in newcomers {
             let mask = self.mask;
             if self.slots.iter().flatten().any(|&c| c & mask == cg & mask) {
@@ -199,6 +201,7 @@ impl SlotTable {
             }
             if let Some(slot) = (1..self.slots.len()).find(|&s| self.slots[s].is_none()) {
                 self.slots[slot] = Some(cg);
+                fresh[slot] = true;
                 changes.push(SlotChange::Assign {
                     cgroup: cg,
                     slot: slot as u32,
@@ -206,8 +209,9 @@ impl SlotTable {
                 continue;
             }
             // Full: replace the least active slot if the newcomer is much busier.
-            let Some(victim) =
-                (1..self.slots.len()).min_by_key(|&s| slot_activity.get(s).copied().unwrap_or(0))
+            let Some(victim) = (1..self.slots.len())
+                .filter(|&s| !fresh[s])
+                .min_by_key(|&s| slot_activity.get(s).copied().unwrap_or(0))
             else {
                 break;
             };
@@ -219,6 +223,7 @@ impl SlotTable {
                 changes.push(SlotChange::Release { cgroup: old });
             }
             self.slots[victim] = Some(cg);
+            fresh[victim] = true;
             changes.push(SlotChange::Assign {
                 cgroup: cg,
                 slot: victim as u32,
