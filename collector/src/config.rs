@@ -68,6 +68,10 @@ pub struct CollectorConfig {
     pub max_clock_skew: Duration,
     /// Largest gRPC message accepted, bytes.
     pub max_message_bytes: usize,
+    /// The embedded time-series store (`[store]` table). Its `max_hosts`,
+    /// `max_sample_age` and `max_future_skew` are taken from the top-level
+    /// `max_hosts`, `max_batch_age` and `max_clock_skew`.
+    pub store: crate::store::StoreConfig,
 }
 
 impl Default for CollectorConfig {
@@ -81,6 +85,7 @@ impl Default for CollectorConfig {
             max_batch_age: Duration::from_secs(15 * 24 * 3600),
             max_clock_skew: Duration::from_secs(600),
             max_message_bytes: nodewatch_proto::MAX_MESSAGE_BYTES,
+            store: crate::store::StoreConfig::default(),
         }
     }
 }
@@ -101,6 +106,16 @@ impl CollectorConfig {
     /// Parses TOML text over the defaults.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// The store settings with the collector-wide limits applied.
+    pub fn store_config(&self) -> crate::store::StoreConfig {
+        crate::store::StoreConfig {
+            max_hosts: self.max_hosts,
+            max_sample_age: self.max_batch_age,
+            max_future_skew: self.max_clock_skew,
+            ..self.store.clone()
+        }
     }
 
     /// Checks choices that must be explicit.

@@ -90,6 +90,8 @@ impl RunLedger {
 pub struct IngestPipeline {
     registry: Arc<HostRegistry>,
     ledger: RunLedger,
+    /// Durable storage; without it batches are kept in memory only.
+    store: Option<Arc<crate::store::Store>>,
     limits: ValidationLimits,
     /// What the ingest path accepted and refused.
     pub counters: IngestCounters,
@@ -101,14 +103,35 @@ impl IngestPipeline {
         Self {
             registry,
             ledger: RunLedger::default(),
+            store: None,
             limits,
             counters: IngestCounters::default(),
         }
     }
 
+    /// Stores batches durably in `store` (de-duplication and durable seqs come from it).
+    pub fn with_store(mut self, store: Arc<crate::store::Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Highest durable seq of (host, run).
     pub fn durable_seq(&self, host_id: &str, run_id: u64) -> u64 {
-        self.ledger.durable_seq(host_id, run_id)
+        match &self.store {
+            Some(store) => store.durable_seq(host_id, run_id),
+            None => self.ledger.durable_seq(host_id, run_id),
+        }
+    }
+
+    /// Records an agent's Hello durably (when a store is configured).
+    pub async fn put_host(&self, hello: &pb::Hello) -> Result<(), Status> {
+        match &self.store {
+            Some(store) => store
+                .put_host(hello)
+                .await
+                .map_err(|e| crate::series_query::store_status(&e)),
+            None => Ok(()),
+        }
     }
 
     /// Validates and stores one batch of `host_id`'s run `run_id`.
@@ -128,7 +151,22 @@ impl IngestPipeline {
             }
             return Err(status);
         }
-        let outcome = self.ledger.advance(host_id, run_id, batch.seq);
+        let outcome = match &self.store {
+            Some(store) => match store.append(host_id, run_id, &batch).await.map_err(|e| {
+                self.counters
+                    .batches_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                let mut status = crate::series_query::store_status(&e);
+                if let Ok(value) = batch.seq.to_string().parse() {
+                    status.metadata_mut().insert(REJECTED_SEQ_METADATA, value);
+                }
+                status
+            })? {
+                crate::store::Appended::Stored => Appended::Stored,
+                crate::store::Appended::Duplicate => Appended::Duplicate,
+            },
+            None => self.ledger.advance(host_id, run_id, batch.seq),
+        };
         match outcome {
             Appended::Stored => {
                 self.counters.batches_stored.fetch_add(1, Ordering::Relaxed);
@@ -249,6 +287,7 @@ impl StreamSession {
             StateError::TooManyHosts(_) => Status::resource_exhausted(e.to_string()),
         })?;
         self.host_id = Some(host_id.clone());
+        self.pipeline.put_host(&hello).await?;
         let durable_seq = self.pipeline.durable_seq(&host_id, run_id);
         info!(
             peer = %self.peer,

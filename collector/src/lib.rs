@@ -6,6 +6,8 @@ pub mod config;
 pub mod ingest;
 pub mod latency;
 pub mod query;
+pub mod series_query;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod validate;

@@ -85,7 +85,9 @@ async fn main() -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         "nodewatch-collector starting"
     );
-    let collector = Collector::new(config);
+    let store = nodewatch_collector::store::Store::open(&config.data_dir, config.store_config())
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let collector = Collector::with_store(config, std::sync::Arc::new(store));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

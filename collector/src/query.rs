@@ -11,12 +11,23 @@ use crate::state::{HostRegistry, ResolveError};
 #[derive(Debug, Clone)]
 pub struct QueryService {
     registry: Arc<HostRegistry>,
+    /// History store for series queries (absent: those answer UNAVAILABLE).
+    store: Option<Arc<crate::store::Store>>,
 }
 
 impl QueryService {
     /// A service answering from `registry`.
     pub fn new(registry: Arc<HostRegistry>) -> Self {
-        Self { registry }
+        Self {
+            registry,
+            store: None,
+        }
+    }
+
+    /// Answers series queries from `store`.
+    pub fn with_store(mut self, store: Option<Arc<crate::store::Store>>) -> Self {
+        self.store = store;
+        self
     }
 
     /// Resolves a host argument to a host id, as a gRPC status on failure.
@@ -62,10 +73,65 @@ impl pb::query_server::Query for QueryService {
         }))
     }
 
+<<<<<<< HEAD
     async fn get_syscall_latency(
         &self,
         request: Request<pb::GetSyscallLatencyRequest>,
     ) -> Result<Response<pb::GetSyscallLatencyResponse>, Status> {
         crate::latency::get_syscall_latency(&self.registry, request.get_ref()).map(Response::new)
     }
+=======
+    async fn query_series(
+        &self,
+        request: Request<pb::QuerySeriesRequest>,
+    ) -> Result<Response<pb::QuerySeriesResponse>, Status> {
+        let store = self.history()?;
+        let req = request.into_inner();
+        blocking(move || crate::series_query::query_series(&store, &req)).await
+    }
+
+    async fn query_histogram(
+        &self,
+        request: Request<pb::QueryHistogramRequest>,
+    ) -> Result<Response<pb::QueryHistogramResponse>, Status> {
+        let store = self.history()?;
+        let req = request.into_inner();
+        blocking(move || crate::series_query::query_histogram(&store, &req)).await
+    }
+
+    async fn list_metrics(
+        &self,
+        request: Request<pb::ListMetricsRequest>,
+    ) -> Result<Response<pb::ListMetricsResponse>, Status> {
+        let store = self.history()?;
+        let req = request.into_inner();
+        blocking(move || crate::series_query::list_metrics(&store, &req)).await
+    }
+
+    async fn get_store_stats(
+        &self,
+        _request: Request<pb::GetStoreStatsRequest>,
+    ) -> Result<Response<pb::GetStoreStatsResponse>, Status> {
+        let store = self.history()?;
+        blocking(move || Ok(crate::series_query::store_stats(&store))).await
+    }
+}
+
+impl QueryService {
+    fn history(&self) -> Result<Arc<crate::store::Store>, Status> {
+        self.store
+            .clone()
+            .ok_or_else(|| Status::unavailable("this collector runs without a store"))
+    }
+}
+
+/// Runs a store read off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("query task failed: {e}")))?
+        .map(Response::new)
+>>>>>>> main
 }

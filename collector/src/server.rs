@@ -34,6 +34,8 @@ pub struct Collector {
     pub registry: Arc<HostRegistry>,
     /// The ingest path.
     pub pipeline: Arc<IngestPipeline>,
+    /// The embedded store, when the collector keeps history on disk.
+    pub store: Option<Arc<crate::store::Store>>,
     config: CollectorConfig,
 }
 
@@ -55,8 +57,27 @@ impl Collector {
         Self {
             registry,
             pipeline,
+            store: None,
             config,
         }
+    }
+
+    /// Builds the collector around an opened store: hosts known to the store are
+    /// restored, batches are stored durably and history queries answered from it.
+    pub fn with_store(config: CollectorConfig, store: Arc<crate::store::Store>) -> Self {
+        let mut collector = Self::new(config);
+        for host in store.hosts() {
+            if let Some(hello) = host.hello {
+                let last_seen = std::time::UNIX_EPOCH
+                    + Duration::from_nanos(host.last_seen_unix_nano.max(0) as u64);
+                collector.registry.restore(hello, last_seen, host.latest);
+            }
+        }
+        let pipeline = Arc::try_unwrap(collector.pipeline)
+            .unwrap_or_else(|_| unreachable!("the pipeline was just created"));
+        collector.pipeline = Arc::new(pipeline.with_store(store.clone()));
+        collector.store = Some(store);
+        collector
     }
 
     /// Every service the collector serves: Ingest, Query, grpc.health.v1 and
@@ -69,9 +90,11 @@ impl Collector {
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-        let query = pb::query_server::QueryServer::new(QueryService::new(self.registry.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+        let query = pb::query_server::QueryServer::new(
+            QueryService::new(self.registry.clone()).with_store(self.store.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -111,7 +134,11 @@ impl Collector {
             data_dir = %self.config.data_dir.display(),
             "collector serving Ingest, Query, grpc.health.v1 and reflection"
         );
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Accepted sockets get TCP_NODELAY here (the builder's setting only applies
+        // to listeners it binds itself): without it a unary answer waits ~40 ms for
+        // a delayed ACK.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -6,6 +6,7 @@
 //! - `test`: bootstrap, then run every test (kernel tests included; root needed for those).
 //! - `bench <name>`: on-demand benchmarks that report ratios against a reference.
 
+mod bench_ingest;
 mod bench_syscalls;
 mod bootstrap;
 mod up;
@@ -47,7 +48,7 @@ enum Cmd {
         /// Which benchmark.
         name: BenchName,
         /// Extra arguments for the benchmark.
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
 }
@@ -113,6 +114,10 @@ fn main() -> anyhow::Result<()> {
             }
             cargo(&a)
         }
+        Cmd::Bench {
+            name: BenchName::Ingest,
+            args,
+        } => bench_ingest::run(&args),
         Cmd::Bench { name, args } => {
             bootstrap::ensure()?;
             match name {
