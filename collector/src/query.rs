@@ -73,14 +73,12 @@ impl pb::query_server::Query for QueryService {
         }))
     }
 
-<<<<<<< HEAD
     async fn get_syscall_latency(
         &self,
         request: Request<pb::GetSyscallLatencyRequest>,
     ) -> Result<Response<pb::GetSyscallLatencyResponse>, Status> {
         crate::latency::get_syscall_latency(&self.registry, request.get_ref()).map(Response::new)
     }
-=======
     async fn query_series(
         &self,
         request: Request<pb::QuerySeriesRequest>,
@@ -133,5 +131,4 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Status::internal(format!("query task failed: {e}")))?
         .map(Response::new)
->>>>>>> main
 }

@@ -31,13 +31,10 @@ enum Command {
         /// Host id, hostname, or a unique prefix of either.
         host: String,
     },
-<<<<<<< HEAD
     /// Syscall latency of a host (eBPF): count, error rate, percentiles and a histogram.
     Latency(cli::latency::LatencyArgs),
-=======
     /// History of one metric of a host as a table with a chart (no METRIC: list metrics).
     Series(cli::series::SeriesArgs),
->>>>>>> main
 }
 
 async fn run(args: Args) -> Result<(), cli::CliError> {
@@ -45,11 +42,8 @@ async fn run(args: Args) -> Result<(), cli::CliError> {
     match args.command {
         Command::Hosts => cli::hosts::list(channel, args.output).await,
         Command::Host { host } => cli::hosts::show(channel, &host, args.output).await,
-<<<<<<< HEAD
         Command::Latency(a) => cli::latency::run(channel, &a, args.output).await,
-=======
         Command::Series(series) => cli::series::run(channel, &series, args.output).await,
->>>>>>> main
     }
 }
 

@@ -3,11 +3,8 @@
 //! Each command lives in its own module and exposes `run(client, args, output)`.
 
 pub mod hosts;
-<<<<<<< HEAD
 pub mod latency;
-=======
 pub mod series;
->>>>>>> main
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
