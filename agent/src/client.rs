@@ -172,8 +172,10 @@ impl Client {
                     }
                     Ok(None) => return Err(SessionError::Closed),
                     Err(status) => {
-                        if status.code() == tonic::Code::InvalidArgument
-                            && let Some(seq) = status
+                        // The collector names a batch it refuses for good
+                        // (invalid content, series limit): drop it, or it would
+                        // be resent forever and block everything after it.
+                        if let Some(seq) = status
                                 .metadata()
                                 .get(REJECTED_SEQ_METADATA)
                                 .and_then(|v| v.to_str().ok())

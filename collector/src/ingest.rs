@@ -157,7 +157,13 @@ impl IngestPipeline {
                     .batches_rejected
                     .fetch_add(1, Ordering::Relaxed);
                 let mut status = crate::series_query::store_status(&e);
-                if let Ok(value) = batch.seq.to_string().parse() {
+                // Only a refusal of this batch's content is final; I/O
+                // trouble must be retried by the agent, never dropped.
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
+                ) && let Ok(value) = batch.seq.to_string().parse()
+                {
                     status.metadata_mut().insert(REJECTED_SEQ_METADATA, value);
                 }
                 status
