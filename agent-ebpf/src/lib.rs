@@ -85,6 +85,12 @@ pub struct MissEntry {
 
 /// Name of the start-time array (one `u64` per thread id; resized to `kernel.pid_max` at load).
 pub const MAP_START: &str = "NW_START";
+/// Name of the per-thread cgroup slot cache (one `u64` per thread id; resized to `kernel.pid_max`).
+pub const MAP_SLOT_CACHE: &str = "NW_SLOT_CACHE";
+/// Name of the one-entry slot table generation array (`u32`).
+pub const MAP_GENERATION: &str = "NW_GENERATION";
+/// Bits of the generation kept in a slot cache entry.
+pub const GEN_MASK: u32 = 0x00ff_ffff;
 /// Name of the per-CPU per-syscall histogram array (`MAX_SYSCALLS` entries of [`Hist`]).
 pub const MAP_SYSCALL_HIST: &str = "NW_SYSCALL_HIST";
 /// Name of the per-CPU family × cgroup-slot histogram array (`MAX_CGROUP_SLOTS * FAMILIES` entries, index `slot * FAMILIES + family`).

@@ -206,6 +206,7 @@ fn load_object() -> Result<Ebpf, EbpfError> {
     let pid_max = pid_max()?;
     EbpfLoader::new()
         .map_max_entries(nodewatch_agent_ebpf::MAP_START, pid_max)
+        .map_max_entries(nodewatch_agent_ebpf::MAP_SLOT_CACHE, pid_max)
         .load(EBPF_OBJECT)
         .map_err(|e| EbpfError::Load(chain(&e)))
 }
@@ -459,6 +460,8 @@ pub struct SyscallTracer {
     /// Previous miss-table contents per (entry, CPU): (cgroup, count).
     miss_prev: Vec<(u64, u64)>,
     slot_map: Array<MapData, [u8; 16]>,
+    generation_map: Array<MapData, u32>,
+    generation: u32,
     slots: SlotTable,
     /// Cgroup name per slot for the interval being reported.
     names: Names,
@@ -534,6 +537,12 @@ impl SyscallTracer {
             Array::try_from(take_map(&mut ebpf, nodewatch_agent_ebpf::MAP_CGROUP_SLOTS)?)
                 .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_CGROUP_SLOTS, chain(&e)))?;
 
+        let mut generation_map: Array<MapData, u32> =
+            Array::try_from(take_map(&mut ebpf, nodewatch_agent_ebpf::MAP_GENERATION)?)
+                .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_GENERATION, chain(&e)))?;
+        generation_map
+            .set(0, 1, 0)
+            .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_GENERATION, chain(&e)))?;
         let links = attach(&mut ebpf, config.hook, true)?;
         let hook = links.hook;
         let max_cgroups = config.max_cgroups.min(MAX_CGROUP_SLOTS - 1) as usize;
@@ -552,6 +561,8 @@ impl SyscallTracer {
             miss_values: Vec::new(),
             miss_prev: vec![(0, 0); CGROUP_MISS_ENTRIES as usize * cpus],
             slot_map,
+            generation_map,
+            generation: 1,
             slots: SlotTable::new(max_cgroups, CGROUP_TABLE_ENTRIES),
             names,
             last: Instant::now(),
@@ -731,6 +742,10 @@ impl SyscallTracer {
                 }
             }
         }
+        // New generation: per-thread slot caches are trusted for one interval
+        // at most, so slot changes and cgroup migrations show within one interval.
+        self.generation = (self.generation % nodewatch_agent_ebpf::GEN_MASK) + 1;
+        let _ = self.generation_map.set(0, self.generation, 0);
         Ok(())
     }
 
