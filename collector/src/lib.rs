@@ -10,4 +10,5 @@ pub mod series_query;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod top;
 pub mod validate;

@@ -79,6 +79,13 @@ impl pb::query_server::Query for QueryService {
     ) -> Result<Response<pb::GetSyscallLatencyResponse>, Status> {
         crate::latency::get_syscall_latency(&self.registry, request.get_ref()).map(Response::new)
     }
+
+    async fn top_processes(
+        &self,
+        request: Request<pb::TopProcessesRequest>,
+    ) -> Result<Response<pb::TopProcessesResponse>, Status> {
+        crate::top::top_processes(&self.registry, request.get_ref()).map(Response::new)
+    }
     async fn query_series(
         &self,
         request: Request<pb::QuerySeriesRequest>,

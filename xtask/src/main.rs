@@ -7,6 +7,7 @@
 //! - `bench <name>`: on-demand benchmarks that report ratios against a reference.
 
 mod bench_ingest;
+mod bench_samplers;
 mod bench_syscalls;
 mod bootstrap;
 mod up;
@@ -113,6 +114,13 @@ fn main() -> anyhow::Result<()> {
                 a.extend(args.iter().map(String::as_str));
             }
             cargo(&a)
+        }
+        Cmd::Bench {
+            name: BenchName::Samplers,
+            args,
+        } => {
+            bootstrap::ensure()?;
+            bench_samplers::run(&args)
         }
         Cmd::Bench {
             name: BenchName::Ingest,

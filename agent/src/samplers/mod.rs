@@ -7,9 +7,15 @@
 //! bytes, unit-tested on copies of real /proc files in `fixtures/`.
 
 pub mod cpu;
+pub mod disk;
+pub mod fdscan;
 pub mod memory;
+pub mod net;
+pub mod owners;
 pub mod pressure;
+pub mod process;
 pub mod procfile;
+pub mod sockdiag;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -69,6 +75,8 @@ pub const DEFAULT_SOCKET_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_PSS_INTERVAL: Duration = Duration::from_secs(300);
 /// Default length a command line is shortened to, bytes.
 pub const DEFAULT_CMDLINE_MAX_BYTES: usize = 256;
+/// Default length of the socket pass's busiest-first lists.
+pub const DEFAULT_TOP_ENTRIES: usize = 64;
 /// Default bound on the processes tracked per pass.
 pub const DEFAULT_MAX_PROCESSES: usize = 32_768;
 
@@ -90,6 +98,9 @@ pub struct SamplersConfig {
     /// Cadence of the disk pass, e.g. "10s".
     #[serde(with = "humantime_serde")]
     pub disk_interval: Duration,
+    /// Also `statvfs` network filesystems (nfs, cifs, ceph, ...); off by default
+    /// because a hung server blocks the call.
+    pub disk_remote: bool,
     /// Cadence of the per-process pass, e.g. "10s".
     #[serde(with = "humantime_serde")]
     pub process_interval: Duration,
@@ -103,6 +114,9 @@ pub struct SamplersConfig {
     pub cmdline_max_bytes: usize,
     /// At most this many processes are reported per pass (lowest pids first).
     pub max_processes: usize,
+    /// Length of the busiest-first lists of the socket pass (ephemeral-port
+    /// tuples, CLOSE_WAIT / TIME_WAIT owners and destinations).
+    pub top_entries: usize,
 }
 
 impl Default for SamplersConfig {
@@ -114,12 +128,39 @@ impl Default for SamplersConfig {
             connections: true,
             processes: true,
             disk_interval: DEFAULT_DISK_INTERVAL,
+            disk_remote: false,
             process_interval: DEFAULT_PROCESS_INTERVAL,
             socket_interval: DEFAULT_SOCKET_INTERVAL,
             pss_interval: DEFAULT_PSS_INTERVAL,
             cmdline_max_bytes: DEFAULT_CMDLINE_MAX_BYTES,
             max_processes: DEFAULT_MAX_PROCESSES,
+            top_entries: DEFAULT_TOP_ENTRIES,
         }
+    }
+}
+
+/// Descriptors kept free for everything else the agent does.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (per-process files stay
+/// open) and returns the soft limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+        lim.rlim_cur
     }
 }
 
@@ -169,6 +210,44 @@ impl SamplerRegistry {
         registry.add("memory", config.memory, Duration::ZERO, || {
             Ok(Box::new(memory::MemorySampler::new()?))
         });
+        registry.add("disks", config.disks, config.disk_interval, || {
+            Ok(Box::new(disk::DiskSampler::new(config.disk_remote)?))
+        });
+        // The socket pass runs before the process pass so that each process's
+        // sockets by state come from the same cycle.
+        let by_pid = net::SocketsByPid::default();
+        let shared = by_pid.clone();
+        // Per-process files stay open: half the descriptor budget each for the
+        // socket pass (fd directories) and the process pass (stat + fd directory).
+        let budget = raise_nofile_limit().saturating_sub(FD_RESERVE) as usize / 2;
+        registry.add(
+            "connections",
+            config.connections,
+            config.socket_interval,
+            || {
+                Ok(Box::new(net::ConnectionsSampler::new(
+                    config.top_entries,
+                    config.max_processes,
+                    config.pss_interval,
+                    budget,
+                    shared,
+                )?))
+            },
+        );
+        registry.add(
+            "processes",
+            config.processes,
+            config.process_interval,
+            || {
+                Ok(Box::new(process::ProcessSampler::new(
+                    config.cmdline_max_bytes,
+                    config.max_processes,
+                    config.pss_interval,
+                    budget,
+                    by_pid,
+                )?))
+            },
+        );
         registry.log_summary();
         registry
     }

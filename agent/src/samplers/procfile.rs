@@ -96,8 +96,15 @@ pub fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
         if n == 0 {
             return Ok(());
         }
+        let short = n < spare.len();
         // SAFETY: `read_at` initialised `n` more bytes after `len`.
         unsafe { buf.set_len(len + n) };
+        // A seq_file (every /proc and /sys file read here) fills the caller's
+        // buffer until its end, so a short read is the end: skip the extra
+        // `pread` that would only return 0.
+        if short {
+            return Ok(());
+        }
     }
 }
 

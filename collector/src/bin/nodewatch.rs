@@ -33,6 +33,18 @@ enum Command {
     },
     /// Syscall latency of a host (eBPF): count, error rate, percentiles and a histogram.
     Latency(cli::latency::LatencyArgs),
+    /// Rank one host's processes by RSS, open fds against their limit, CPU, or RSS growth.
+    Top(cli::top::TopArgs),
+    /// Show one host's filesystems and block devices.
+    Disks {
+        /// Host id, hostname, or a unique prefix of either.
+        host: String,
+    },
+    /// Show one host's sockets, listeners and accept queues, ephemeral ports, CLOSE_WAIT / TIME_WAIT owners.
+    Conns {
+        /// Host id, hostname, or a unique prefix of either.
+        host: String,
+    },
     /// History of one metric of a host as a table with a chart (no METRIC: list metrics).
     Series(cli::series::SeriesArgs),
 }
@@ -43,6 +55,9 @@ async fn run(args: Args) -> Result<(), cli::CliError> {
         Command::Hosts => cli::hosts::list(channel, args.output).await,
         Command::Host { host } => cli::hosts::show(channel, &host, args.output).await,
         Command::Latency(a) => cli::latency::run(channel, &a, args.output).await,
+        Command::Top(top) => cli::top::run(channel, &top, args.output).await,
+        Command::Disks { host } => cli::disks::run(channel, &host, args.output).await,
+        Command::Conns { host } => cli::conns::run(channel, &host, args.output).await,
         Command::Series(series) => cli::series::run(channel, &series, args.output).await,
     }
 }

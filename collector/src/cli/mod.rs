@@ -2,9 +2,12 @@
 //!
 //! Each command lives in its own module and exposes `run(client, args, output)`.
 
+pub mod conns;
+pub mod disks;
 pub mod hosts;
 pub mod latency;
 pub mod series;
+pub mod top;
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,0 +1,213 @@
+//! Scenarios: a process that leaves N connections in CLOSE_WAIT has N
+//! attributed to it; N outgoing loopback connections to one destination count
+//! N against that destination's ephemeral-port range.
+
+use std::io::Read as _;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nodewatch_agent::samplers::{SamplerRegistry, SamplersConfig};
+use nodewatch_proto::pb;
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sample(config: &SamplersConfig) -> pb::Batch {
+    let mut registry = SamplerRegistry::new(config);
+    let mut batch = pb::Batch::default();
+    registry.sample(&mut batch, Instant::now());
+    batch
+}
+
+fn config() -> SamplersConfig {
+    SamplersConfig {
+        cpu: false,
+        memory: false,
+        disks: false,
+        ..SamplersConfig::default()
+    }
+}
+
+#[test]
+fn close_wait_attributed_to_the_process() {
+    const N: usize = 7;
+    // The registry runs one pass before the child exists, so the second pass
+    // goes through the incremental owner cache, as in the running agent.
+    let mut registry = SamplerRegistry::new(&SamplersConfig {
+        socket_interval: Duration::ZERO,
+        process_interval: Duration::ZERO,
+        ..config()
+    });
+    registry.sample(&mut pb::Batch::default(), Instant::now());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // bash opens fds 3..=9 as TCP connections, then becomes `sleep` and never closes them.
+    let script = format!(
+        "for i in $(seq 3 {}); do eval \"exec $i<>/dev/tcp/127.0.0.1/{port}\" || exit 1; done; exec sleep 60",
+        2 + N
+    );
+    let Ok(child) = Command::new("bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        println!("skipping: bash not available");
+        return;
+    };
+    let child = Child(child);
+    let pid = child.0.id();
+    listener.set_nonblocking(true).unwrap();
+    let mut accepted = 0;
+    let start = Instant::now();
+    while accepted < N && start.elapsed() < Duration::from_secs(10) {
+        match listener.accept() {
+            // Close our end at once: the child's end goes to CLOSE_WAIT.
+            Ok((s, _)) => {
+                drop(s);
+                accepted += 1;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    assert_eq!(accepted, N);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10)
+        && !std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+
+    let mut batch = pb::Batch::default();
+    registry.sample(&mut batch, Instant::now());
+    let c = batch.connections.unwrap();
+    let ours: u64 = c
+        .sockets_by_owner
+        .iter()
+        .filter(|o| o.state == "CLOSE_WAIT" && o.pid == pid)
+        .map(|o| {
+            assert_eq!(o.dst_address, "127.0.0.1");
+            assert_eq!(o.dst_port, u32::from(port));
+            assert_eq!(o.process, "sleep");
+            o.count
+        })
+        .sum();
+    assert_eq!(ours, N as u64);
+    let p = batch.processes.iter().find(|p| p.pid == pid).unwrap();
+    let cw = p
+        .sockets
+        .iter()
+        .find(|s| s.state == "CLOSE_WAIT")
+        .map(|s| s.count);
+    assert_eq!(cw, Some(N as u32));
+}
+
+fn read_capacity() -> u64 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let mut it = range.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    let (lo, hi) = (it.next().unwrap(), it.next().unwrap());
+    let reserved =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap_or_default();
+    let mut excluded = 0;
+    for part in reserved.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()),
+            None => (part.parse().unwrap(), part.parse().unwrap()),
+        };
+        excluded += (a.max(lo)..=b.min(hi)).count() as u64;
+    }
+    hi - lo + 1 - excluded
+}
+
+#[test]
+fn outgoing_connections_count_against_the_destination_range() {
+    const N: usize = 40;
+    // A destination of our own on another loopback address, so the tuple is unique.
+    let listener = TcpListener::bind("127.0.0.3:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut clients = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..N {
+        clients.push(TcpStream::connect(("127.0.0.3", port)).unwrap());
+        servers.push(listener.accept().unwrap().0);
+    }
+    let batch = sample(&SamplersConfig {
+        processes: false,
+        ..config()
+    });
+    let c = batch.connections.unwrap();
+    let ours: Vec<&pb::EphemeralPortUse> = c
+        .ephemeral_ports
+        .iter()
+        .filter(|e| e.dst_address == "127.0.0.3" && e.dst_port == u32::from(port))
+        .collect();
+    assert_eq!(ours.len(), 1, "{:?}", c.ephemeral_ports);
+    assert_eq!(ours[0].sockets, N as u64);
+    assert_eq!(ours[0].capacity, read_capacity());
+    // The accepted side (local port = the listening port) is not ephemeral use.
+    let client_ports: Vec<u32> = clients
+        .iter()
+        .map(|c| u32::from(c.local_addr().unwrap().port()))
+        .collect();
+    assert!(
+        !c.ephemeral_ports
+            .iter()
+            .any(|e| e.src_address == "127.0.0.3" && client_ports.contains(&e.dst_port)),
+        "{:?}",
+        c.ephemeral_ports
+    );
+    // Nothing was sent: the connections are idle and open until dropped here.
+    let mut b = [0u8; 1];
+    clients[0].set_nonblocking(true).unwrap();
+    assert!(clients[0].read(&mut b).is_err());
+}
+
+#[test]
+fn ipv6_listener_and_connections_are_seen() {
+    const N: usize = 5;
+    let Ok(listener) = TcpListener::bind("[::1]:0") else {
+        println!("skipping: no IPv6 loopback");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let mut held = Vec::new();
+    for _ in 0..N {
+        held.push(TcpStream::connect(("::1", port)).unwrap());
+        held.push(listener.accept().unwrap().0);
+    }
+    let batch = sample(&SamplersConfig {
+        processes: false,
+        ..config()
+    });
+    let c = batch.connections.unwrap();
+    let l = c
+        .listeners
+        .iter()
+        .find(|l| l.port == u32::from(port))
+        .expect("IPv6 listener reported");
+    assert_eq!(l.address, "::1");
+    assert_eq!(l.pid, std::process::id());
+    let e = c
+        .ephemeral_ports
+        .iter()
+        .find(|e| e.dst_address == "::1" && e.dst_port == u32::from(port))
+        .expect("IPv6 destination counted");
+    assert_eq!(e.sockets, N as u64);
+    assert_eq!(e.src_address, "::1");
+    let established: u64 = c
+        .tcp_states
+        .iter()
+        .filter(|s| s.state == "ESTABLISHED")
+        .map(|s| s.count)
+        .sum();
+    assert!(established >= 2 * N as u64);
+}
