@@ -36,6 +36,18 @@ impl QueryService {
     }
 }
 
+/// How long a watch update may wait for a slow client before it is dropped.
+const WATCH_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The interval of a watch: 0 means 1 s, at least 200 ms.
+pub fn watch_interval(interval_ms: u32) -> std::time::Duration {
+    let ms = match interval_ms {
+        0 => 1000,
+        ms => ms.max(200),
+    };
+    std::time::Duration::from_millis(u64::from(ms))
+}
+
 /// Resolves a host id, hostname or unique prefix, mapping failures to statuses.
 pub fn resolve(registry: &HostRegistry, host: &str) -> Result<String, Status> {
     if host.is_empty() {
@@ -56,6 +68,38 @@ impl pb::query_server::Query for QueryService {
         Ok(Response::new(pb::ListHostsResponse {
             hosts: self.registry.list(),
         }))
+    }
+
+    type WatchHostsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::ListHostsResponse, Status>> + Send>,
+    >;
+
+    async fn watch_hosts(
+        &self,
+        request: Request<pb::WatchHostsRequest>,
+    ) -> Result<Response<Self::WatchHostsStream>, Status> {
+        let interval = watch_interval(request.get_ref().interval_ms);
+        let registry = self.registry.clone();
+        // Small per-client queue: a client that does not read is dropped.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticker.tick().await;
+                let update = pb::ListHostsResponse {
+                    hosts: registry.list(),
+                };
+                match tokio::time::timeout(WATCH_SEND_TIMEOUT, tx.send(Ok(update))).await {
+                    Ok(Ok(())) => {}
+                    // Gone, or not reading for too long: stop serving it.
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn get_host(

@@ -190,3 +190,48 @@ fn non_loopback_listen_needs_insecure_listen() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--insecure-listen"), "{err}");
 }
+
+#[test]
+fn hosts_watch_streams_live_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let _collector = collector(addr, dir.path(), &[]);
+    let agent = agent(addr, dir.path(), &["--host-id", "watched-host"]);
+    wait_for(Duration::from_secs(10), || {
+        find_host(&hosts_json(addr), "watched-host")
+    })
+    .unwrap_or_else(|| panic!("agent did not report:\n{}", agent.log_text()));
+    let out = cli(
+        addr,
+        &[
+            "hosts",
+            "--watch",
+            "--interval",
+            "300ms",
+            "--count",
+            "4",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let updates: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(updates.len(), 4);
+    // Each update is a fresh listing: the agent's batch count grows across them.
+    let batches: Vec<u64> = updates
+        .iter()
+        .map(|u| {
+            find_host(u.as_array().unwrap(), "watched-host").unwrap()["batches_received"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(batches.last() > batches.first(), "{batches:?}");
+}

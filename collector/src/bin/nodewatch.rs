@@ -25,7 +25,17 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List every host with its headline figures.
-    Hosts,
+    Hosts {
+        /// Keep the list on screen, updated live (JSON: one array per line).
+        #[arg(long, short = 'w')]
+        watch: bool,
+        /// Time between updates with --watch, e.g. "2s".
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Stop after this many updates with --watch (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Show one host: identity, agent state, latest CPU and memory.
     Host {
         /// Host id, hostname, or a unique prefix of either.
@@ -52,7 +62,12 @@ enum Command {
 async fn run(args: Args) -> Result<(), cli::CliError> {
     let channel = cli::connect(&args.collector).await?;
     match args.command {
-        Command::Hosts => cli::hosts::list(channel, args.output).await,
+        Command::Hosts {
+            watch: true,
+            interval,
+            count,
+        } => cli::hosts::watch(channel, args.output, interval, count).await,
+        Command::Hosts { .. } => cli::hosts::list(channel, args.output).await,
         Command::Host { host } => cli::hosts::show(channel, &host, args.output).await,
         Command::Latency(a) => cli::latency::run(channel, &a, args.output).await,
         Command::Top(top) => cli::top::run(channel, &top, args.output).await,

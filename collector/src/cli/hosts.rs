@@ -37,6 +37,39 @@ pub fn summary_json(s: &pb::HostSummary) -> Value {
     })
 }
 
+/// The hosts table.
+fn hosts_table(hosts: &[pb::HostSummary]) -> String {
+    let mut table = Table::new([
+        "HOSTNAME",
+        "HOST ID",
+        "STATE",
+        "CPU",
+        "LOAD1",
+        "MEM USED",
+        "MEM TOTAL",
+        "EBPF",
+        "AGENT",
+        "LAST SEEN",
+    ]);
+    for h in hosts {
+        let id = h.identity.clone().unwrap_or_default();
+        let ebpf = h.capabilities.as_ref().and_then(|c| c.ebpf.as_ref());
+        table.row([
+            id.hostname,
+            id.host_id.chars().take(12).collect(),
+            if h.connected { "up" } else { "down" }.to_string(),
+            percent(h.cpu_busy_ratio),
+            format!("{:.2}", h.load1),
+            percent(h.memory_used_ratio),
+            bytes(h.memory_total_bytes),
+            feature_state(ebpf),
+            h.agent_version.clone(),
+            ago(h.last_seen_unix_nano),
+        ]);
+    }
+    table.render()
+}
+
 /// `nodewatch hosts`.
 pub async fn list(channel: Channel, output: OutputFormat) -> Result<(), CliError> {
     let hosts = super::query_client(channel)
@@ -51,38 +84,56 @@ pub async fn list(channel: Channel, output: OutputFormat) -> Result<(), CliError
                 eprintln!("no hosts yet: start nodewatch-agent pointed at this collector");
                 return Ok(());
             }
-            let mut table = Table::new([
-                "HOSTNAME",
-                "HOST ID",
-                "STATE",
-                "CPU",
-                "LOAD1",
-                "MEM USED",
-                "MEM TOTAL",
-                "EBPF",
-                "AGENT",
-                "LAST SEEN",
-            ]);
-            for h in &hosts {
-                let id = h.identity.clone().unwrap_or_default();
-                let ebpf = h.capabilities.as_ref().and_then(|c| c.ebpf.as_ref());
-                table.row([
-                    id.hostname,
-                    id.host_id.chars().take(12).collect(),
-                    if h.connected { "up" } else { "down" }.to_string(),
-                    percent(h.cpu_busy_ratio),
-                    format!("{:.2}", h.load1),
-                    percent(h.memory_used_ratio),
-                    bytes(h.memory_total_bytes),
-                    feature_state(ebpf),
-                    h.agent_version.clone(),
-                    ago(h.last_seen_unix_nano),
-                ]);
-            }
-            print!("{}", table.render());
+            print!("{}", hosts_table(&hosts));
             Ok(())
         }
     }
+}
+
+/// `nodewatch hosts --watch`: redraws the table (or prints one JSON array per
+/// line) at every update from `Query.WatchHosts`, `count` updates or forever.
+pub async fn watch(
+    channel: Channel,
+    output: OutputFormat,
+    interval: std::time::Duration,
+    count: Option<u64>,
+) -> Result<(), CliError> {
+    let mut client = super::query_client(channel);
+    let mut updates = client
+        .watch_hosts(pb::WatchHostsRequest {
+            interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+        })
+        .await?
+        .into_inner();
+    let mut seen = 0u64;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    while count.is_none_or(|c| seen < c) {
+        let Some(update) = updates.message().await? else {
+            return Err(CliError::Output(
+                "the collector ended the watch".to_string(),
+            ));
+        };
+        seen += 1;
+        match output {
+            OutputFormat::Json => {
+                let line = Value::Array(update.hosts.iter().map(summary_json).collect());
+                println!("{line}");
+            }
+            OutputFormat::Table => {
+                if tty {
+                    // Clear the screen and move home before each redraw.
+                    print!("\x1b[2J\x1b[H");
+                }
+                print!("{}", hosts_table(&update.hosts));
+                println!(
+                    "({} hosts, every {:?}; Ctrl-C to stop)",
+                    update.hosts.len(),
+                    interval
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `nodewatch host <HOST>`.

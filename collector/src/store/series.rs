@@ -187,7 +187,7 @@ pub fn map_batch(batch: &pb::Batch, sink: &mut impl SampleSink) {
             ("disk_size_bytes", d.size_bytes),
             ("disk_free_bytes", d.free_bytes),
             ("disk_available_bytes", d.available_bytes),
-            ("disk_inodes_total", d.inodes_total),
+            ("disk_inodes", d.inodes_total),
             ("disk_inodes_free", d.inodes_free),
             ("disk_read_only", u64::from(d.read_only)),
         ] {
