@@ -50,20 +50,56 @@ pub const FAMILY_MISC: u8 = 7;
 /// Cgroup slots per-family histograms are kept for; slot 0 is "other"
 /// (every cgroup not in the slot table), slots `1 ..` are assigned by userspace.
 pub const MAX_CGROUP_SLOTS: u32 = 64;
-/// Size of the table counting syscalls of cgroups without a slot (for promotion).
-pub const CGROUP_MISS_ENTRIES: u32 = 4096;
+/// Entries of the direct-mapped cgroup id → slot table (index `id & (CGROUP_TABLE_ENTRIES - 1)`).
+pub const CGROUP_TABLE_ENTRIES: u32 = 1024;
+/// Entries of the direct-mapped per-CPU table counting syscalls of cgroups
+/// without a slot (index `id & (CGROUP_MISS_ENTRIES - 1)`), for promotion.
+pub const CGROUP_MISS_ENTRIES: u32 = 256;
+
+/// One entry of the cgroup id → slot table. An entry holding another cgroup
+/// id means "no slot" (the event goes to slot 0, "other").
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+#[cfg_attr(not(target_arch = "bpf"), derive(Debug))]
+pub struct SlotEntry {
+    /// Cgroup id (inode number of the cgroup2 directory); 0 = empty.
+    pub cgroup: u64,
+    /// Slot, `1 .. MAX_CGROUP_SLOTS`.
+    pub slot: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
+/// One entry of the per-CPU miss table: the cgroup currently holding the
+/// entry and a counter. A different cgroup decrements the counter and takes
+/// the entry over when it reaches zero, so busy cgroups keep their entry.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+#[cfg_attr(not(target_arch = "bpf"), derive(Debug))]
+pub struct MissEntry {
+    /// Cgroup id.
+    pub cgroup: u64,
+    /// Events counted for it (wraps; userspace takes deltas).
+    pub count: u64,
+}
 
 /// Name of the start-time array (one `u64` per thread id; resized to `kernel.pid_max` at load).
 pub const MAP_START: &str = "NW_START";
+/// Name of the per-thread cgroup slot cache (one `u64` per thread id; resized to `kernel.pid_max`).
+pub const MAP_SLOT_CACHE: &str = "NW_SLOT_CACHE";
+/// Name of the one-entry slot table generation array (`u32`).
+pub const MAP_GENERATION: &str = "NW_GENERATION";
+/// Bits of the generation kept in a slot cache entry.
+pub const GEN_MASK: u32 = 0x00ff_ffff;
 /// Name of the per-CPU per-syscall histogram array (`MAX_SYSCALLS` entries of [`Hist`]).
 pub const MAP_SYSCALL_HIST: &str = "NW_SYSCALL_HIST";
 /// Name of the per-CPU family × cgroup-slot histogram array (`MAX_CGROUP_SLOTS * FAMILIES` entries, index `slot * FAMILIES + family`).
 pub const MAP_CGROUP_HIST: &str = "NW_CGROUP_HIST";
 /// Name of the syscall number → family array (`u8`, `MAX_SYSCALLS` entries).
 pub const MAP_FAMILY: &str = "NW_FAMILY";
-/// Name of the cgroup id → slot hash map (`u64` → `u32`, `MAX_CGROUP_SLOTS` entries).
+/// Name of the cgroup id → slot array ([`SlotEntry`], `CGROUP_TABLE_ENTRIES` entries).
 pub const MAP_CGROUP_SLOTS: &str = "NW_CGROUP_SLOTS";
-/// Name of the cgroup id → syscall count hash map for cgroups without a slot.
+/// Name of the per-CPU miss table ([`MissEntry`], `CGROUP_MISS_ENTRIES` entries).
 pub const MAP_CGROUP_MISSES: &str = "NW_CGROUP_MISSES";
 
 /// Program names: full programs (tp_btf and raw tracepoint variants) and

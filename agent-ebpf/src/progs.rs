@@ -4,15 +4,14 @@
 //! family × cgroup-slot histogram. Constant work, no loops, no ring buffer.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, PerCpuArray},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use nodewatch_agent_ebpf::{
-    CGROUP_MISS_ENTRIES, FAMILIES, FAMILY_MISC, Hist, MAX_CGROUP_SLOTS, MAX_SYSCALLS, NR_BITS,
-    NR_MASK, bucket_index,
+    CGROUP_MISS_ENTRIES, CGROUP_TABLE_ENTRIES, FAMILIES, FAMILY_MISC, GEN_MASK, Hist,
+    MAX_CGROUP_SLOTS, MAX_SYSCALLS, MissEntry, NR_BITS, NR_MASK, SlotEntry, bucket_index,
 };
 
 /// Start time and syscall number per thread id; resized to `kernel.pid_max` at load.
@@ -32,13 +31,24 @@ static NW_CGROUP_HIST: PerCpuArray<Hist> =
 #[map(name = "NW_FAMILY")]
 static NW_FAMILY: Array<u8> = Array::with_max_entries(MAX_SYSCALLS, 0);
 
-/// Cgroup id → slot (1..MAX_CGROUP_SLOTS), maintained by userspace.
-#[map(name = "NW_CGROUP_SLOTS")]
-static NW_CGROUP_SLOTS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_CGROUP_SLOTS, 0);
+/// Per-thread cache of the cgroup slot: `tgid << 32 | generation << 8 | slot`;
+/// resized to `kernel.pid_max` at load.
+#[map(name = "NW_SLOT_CACHE")]
+static NW_SLOT_CACHE: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Cgroup id → syscalls seen while the cgroup had no slot; read and cleared by userspace.
+/// Slot table generation (one entry), bumped by userspace every interval.
+#[map(name = "NW_GENERATION")]
+static NW_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Direct-mapped cgroup id → slot table, maintained by userspace. An array
+/// (lookups inlined by the verifier) rather than a hash map: no helper call.
+#[map(name = "NW_CGROUP_SLOTS")]
+static NW_CGROUP_SLOTS: Array<SlotEntry> = Array::with_max_entries(CGROUP_TABLE_ENTRIES, 0);
+
+/// Direct-mapped per-CPU counters of cgroups without a slot; read by userspace.
 #[map(name = "NW_CGROUP_MISSES")]
-static NW_CGROUP_MISSES: HashMap<u64, u64> = HashMap::with_max_entries(CGROUP_MISS_ENTRIES, 0);
+static NW_CGROUP_MISSES: PerCpuArray<MissEntry> =
+    PerCpuArray::with_max_entries(CGROUP_MISS_ENTRIES, 0);
 
 #[inline(always)]
 fn on_enter(id: i64) {
@@ -56,7 +66,8 @@ fn on_enter(id: i64) {
 
 #[inline(always)]
 fn on_exit(ret: i64) {
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
     let Some(slot) = NW_START.get_ptr_mut(tid) else {
         return;
     };
@@ -84,21 +95,48 @@ fn on_exit(ret: i64) {
         Some(&f) if u32::from(f) < FAMILIES => u32::from(f),
         _ => u32::from(FAMILY_MISC),
     };
-    // SAFETY: helper without preconditions.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    let cslot = match NW_CGROUP_SLOTS.get_ptr(cgroup) {
-        // SAFETY: pointer from a successful lookup.
-        Some(p) => unsafe { *p },
-        None => {
-            note_miss(cgroup);
-            0
-        }
-    };
+    let cslot = cgroup_slot(tid, pid_tgid >> 32);
     if cslot < MAX_CGROUP_SLOTS
         && let Some(h) = NW_CGROUP_HIST.get_ptr_mut(cslot * FAMILIES + family)
     {
         // SAFETY: as above.
         unsafe { add(h, bucket, failed) };
+    }
+}
+
+/// Slot of the current task's cgroup. A thread's slot is cached per thread id
+/// (tagged with its process id and the table generation, which userspace
+/// bumps every interval), so that threads of slotted cgroups skip the cgroup
+/// helper; cgroups without a slot always take the full path (it counts them).
+#[inline(always)]
+fn cgroup_slot(tid: u32, tgid: u64) -> u32 {
+    let generation = match NW_GENERATION.get(0) {
+        Some(&g) => u64::from(g & GEN_MASK),
+        None => 0,
+    };
+    let cache = NW_SLOT_CACHE.get_ptr_mut(tid);
+    if let Some(c) = cache {
+        // SAFETY: the pointer comes from a successful lookup.
+        let v = unsafe { *c };
+        if v != 0 && v >> 32 == tgid && (v >> 8) & u64::from(GEN_MASK) == generation {
+            return (v & 0xff) as u32;
+        }
+    }
+    // SAFETY: helper without preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let idx = (cgroup & u64::from(CGROUP_TABLE_ENTRIES - 1)) as u32;
+    match NW_CGROUP_SLOTS.get(idx) {
+        Some(e) if e.cgroup == cgroup && e.slot != 0 => {
+            if let Some(c) = cache {
+                // SAFETY: as above.
+                unsafe { *c = (tgid << 32) | (generation << 8) | u64::from(e.slot & 0xff) };
+            }
+            e.slot
+        }
+        _ => {
+            note_miss(cgroup);
+            0
+        }
     }
 }
 
@@ -116,15 +154,17 @@ unsafe fn add(h: *mut Hist, bucket: usize, failed: bool) {
 
 #[inline(always)]
 fn note_miss(cgroup: u64) {
-    match NW_CGROUP_MISSES.get_ptr_mut(cgroup) {
-        Some(p) => {
-            // SAFETY: the pointer comes from a successful lookup. Not atomic: a
-            // lost increment under contention only blurs a promotion heuristic.
-            unsafe { *p = (*p).wrapping_add(1) };
-        }
-        None => {
-            // Fails silently when the table is full; userspace clears it each interval.
-            let _ = NW_CGROUP_MISSES.insert(cgroup, 1u64, u64::from(BPF_NOEXIST));
+    let idx = (cgroup & u64::from(CGROUP_MISS_ENTRIES - 1)) as u32;
+    if let Some(p) = NW_CGROUP_MISSES.get_ptr_mut(idx) {
+        // SAFETY: this CPU's value, from a successful lookup.
+        let e = unsafe { &mut *p };
+        if e.cgroup == cgroup {
+            e.count = e.count.wrapping_add(1);
+        } else if e.count == 0 {
+            e.cgroup = cgroup;
+            e.count = 1;
+        } else {
+            e.count -= 1;
         }
     }
 }

@@ -61,8 +61,8 @@ impl Drop for TestCgroup {
     }
 }
 
-/// Forks a child that joins `cg`, makes one syscall, waits for a byte on a
-/// pipe, runs `work`, and exits. Returns (pid, write end of the pipe).
+/// Forks a child that joins `cg`, makes syscalls until a byte arrives on a
+/// pipe (at most 20 s), runs `work`, and exits. Returns (pid, write end of the pipe).
 fn fork_child(cg: &TestCgroup, work: fn()) -> (libc::pid_t, libc::c_int) {
     let procs = CString::new(cg.path.join("cgroup.procs").to_string_lossy().as_bytes()).unwrap();
     let mut fds = [0 as libc::c_int; 2];
@@ -79,9 +79,23 @@ fn fork_child(cg: &TestCgroup, work: fn()) -> (libc::pid_t, libc::c_int) {
                 libc::_exit(3);
             }
             libc::close(fd);
-            libc::syscall(libc::SYS_getppid);
+            // Keep making syscalls until told to go: attribution of a thread
+            // that changed cgroups follows within one interval.
+            let mut go = false;
+            for _ in 0..1000 {
+                libc::syscall(libc::SYS_getppid);
+                let mut pfd = libc::pollfd {
+                    fd: fds[0],
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                if libc::poll(&mut pfd, 1, 20) == 1 {
+                    go = true;
+                    break;
+                }
+            }
             let mut b = [0u8; 1];
-            if libc::read(fds[0], b.as_mut_ptr().cast(), 1) != 1 {
+            if !go || libc::read(fds[0], b.as_mut_ptr().cast(), 1) != 1 {
                 libc::_exit(4);
             }
             work();

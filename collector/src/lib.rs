@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod latency;
 pub mod query;
 pub mod series_query;
 pub mod server;

@@ -117,6 +117,13 @@ impl pb::query_server::Query for QueryService {
         }))
     }
 
+    async fn get_syscall_latency(
+        &self,
+        request: Request<pb::GetSyscallLatencyRequest>,
+    ) -> Result<Response<pb::GetSyscallLatencyResponse>, Status> {
+        crate::latency::get_syscall_latency(&self.registry, request.get_ref()).map(Response::new)
+    }
+
     async fn top_processes(
         &self,
         request: Request<pb::TopProcessesRequest>,

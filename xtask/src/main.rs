@@ -8,6 +8,7 @@
 
 mod bench_ingest;
 mod bench_samplers;
+mod bench_syscalls;
 mod bootstrap;
 mod up;
 
@@ -127,8 +128,10 @@ fn main() -> anyhow::Result<()> {
         } => bench_ingest::run(&args),
         Cmd::Bench { name, args } => {
             bootstrap::ensure()?;
-            let _ = args;
-            bail!("benchmark {name:?} is not available in this build")
+            match name {
+                BenchName::Syscalls => bench_syscalls::run(&args),
+                _ => bail!("benchmark {name:?} is not available in this build"),
+            }
         }
     }
 }

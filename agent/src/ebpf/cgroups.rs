@@ -19,10 +19,10 @@ pub fn cgroup2_root() -> Option<PathBuf> {
         let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
             continue;
         };
-        if right.split_whitespace().next() == Some("cgroup2") {
-            if let Some(mp) = left.split_whitespace().nth(4) {
-                return Some(PathBuf::from(unescape(mp)));
-            }
+        if right.split_whitespace().next() == Some("cgroup2")
+            && let Some(mp) = left.split_whitespace().nth(4)
+        {
+            return Some(PathBuf::from(unescape(mp)));
         }
     }
     None
@@ -119,6 +119,9 @@ impl Default for Names {
 #[derive(Debug)]
 pub struct SlotTable {
     capacity: usize,
+    /// Index mask of the kernel's direct-mapped table: two slotted cgroups
+    /// never share an index.
+    mask: u64,
     /// slot → cgroup id (index 0 unused: "other").
     slots: Vec<Option<u64>>,
 }
@@ -141,10 +144,12 @@ pub enum SlotChange {
 }
 
 impl SlotTable {
-    /// A table with `capacity` slots (slot 0, "other", not counted).
-    pub fn new(capacity: usize) -> Self {
+    /// A table with `capacity` slots (slot 0, "other", not counted) for a
+    /// kernel table of `table_entries` (a power of two) entries.
+    pub fn new(capacity: usize, table_entries: u32) -> Self {
         Self {
             capacity,
+            mask: u64::from(table_entries.max(1) - 1),
             slots: vec![None; capacity + 1],
         }
     }
@@ -186,9 +191,17 @@ impl SlotTable {
             .filter(|(id, n)| *n > 0 && !self.slots.contains(&Some(*id)))
             .collect();
         newcomers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        // Slots filled in this call have no activity figure yet: never victims.
+        let mut fresh = vec![false; self.slots.len()];
         for (cg, events) in newcomers {
+            let mask = self.mask;
+            if self.slots.iter().flatten().any(|&c| c & mask == cg & mask) {
+                // Its table entry is taken: stays in "other".
+                continue;
+            }
             if let Some(slot) = (1..self.slots.len()).find(|&s| self.slots[s].is_none()) {
                 self.slots[slot] = Some(cg);
+                fresh[slot] = true;
                 changes.push(SlotChange::Assign {
                     cgroup: cg,
                     slot: slot as u32,
@@ -196,8 +209,9 @@ impl SlotTable {
                 continue;
             }
             // Full: replace the least active slot if the newcomer is much busier.
-            let Some(victim) =
-                (1..self.slots.len()).min_by_key(|&s| slot_activity.get(s).copied().unwrap_or(0))
+            let Some(victim) = (1..self.slots.len())
+                .filter(|&s| !fresh[s])
+                .min_by_key(|&s| slot_activity.get(s).copied().unwrap_or(0))
             else {
                 break;
             };
@@ -209,6 +223,7 @@ impl SlotTable {
                 changes.push(SlotChange::Release { cgroup: old });
             }
             self.slots[victim] = Some(cg);
+            fresh[victim] = true;
             changes.push(SlotChange::Assign {
                 cgroup: cg,
                 slot: victim as u32,
@@ -225,7 +240,7 @@ mod tests {
 
     #[test]
     fn busiest_get_slots_then_swap_with_hysteresis() {
-        let mut t = SlotTable::new(2);
+        let mut t = SlotTable::new(2, 1024);
         let ch = t.update(&[0, 0, 0], &[(10, 5), (11, 50), (12, 20)], |_| true);
         assert_eq!(t.used(), 2);
         assert_eq!(t.cgroup(1), Some(11));
@@ -249,8 +264,17 @@ mod tests {
     }
 
     #[test]
+    fn colliding_cgroups_share_no_table_entry() {
+        let mut t = SlotTable::new(4, 16);
+        t.update(&[0; 5], &[(3, 10), (19, 9), (4, 8)], |_| true);
+        assert_eq!(t.used(), 2);
+        assert_eq!(t.cgroup(1), Some(3));
+        assert_eq!(t.cgroup(2), Some(4));
+    }
+
+    #[test]
     fn vanished_cgroups_are_released() {
-        let mut t = SlotTable::new(1);
+        let mut t = SlotTable::new(1, 1024);
         t.update(&[0, 0], &[(7, 1)], |_| true);
         let ch = t.update(&[0, 0], &[], |id| id != 7);
         assert_eq!(ch, vec![SlotChange::Release { cgroup: 7 }]);

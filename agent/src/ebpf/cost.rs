@@ -84,7 +84,7 @@ impl CostMonitor {
             return Some(self.figures(rt.saturating_sub(prt), rc.saturating_sub(prc), window));
         }
         self.prev = None;
-        if (self.calls - 1) % u64::from(self.every) != 0 {
+        if !(self.calls - 1).is_multiple_of(u64::from(self.every)) {
             return None;
         }
         let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok()?;

@@ -17,12 +17,12 @@ pub mod syscalls;
 use std::os::fd::AsFd as _;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
+use aya::maps::{Array, Map, MapData};
 use aya::programs::{BtfTracePoint, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use nodewatch_agent_ebpf::{
-    BUCKETS, CGROUP_MISS_ENTRIES, FAMILIES, GROUPING_POWER, MAX_CGROUP_SLOTS, MAX_SYSCALLS,
-    MAX_VALUE_POWER, programs as names,
+    BUCKETS, CGROUP_MISS_ENTRIES, CGROUP_TABLE_ENTRIES, FAMILIES, GROUPING_POWER, MAX_CGROUP_SLOTS,
+    MAX_SYSCALLS, MAX_VALUE_POWER, programs as names,
 };
 use nodewatch_proto::pb;
 use serde::Deserialize;
@@ -34,6 +34,11 @@ use self::cost::CostMonitor;
 /// The compiled eBPF object.
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nodewatch-ebpf"));
+
+/// The embedded eBPF object (programs and maps of `nodewatch-agent-ebpf`).
+pub fn object_bytes() -> &'static [u8] {
+    EBPF_OBJECT
+}
 
 /// Where the kernel exposes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -201,6 +206,7 @@ fn load_object() -> Result<Ebpf, EbpfError> {
     let pid_max = pid_max()?;
     EbpfLoader::new()
         .map_max_entries(nodewatch_agent_ebpf::MAP_START, pid_max)
+        .map_max_entries(nodewatch_agent_ebpf::MAP_SLOT_CACHE, pid_max)
         .load(EBPF_OBJECT)
         .map_err(|e| EbpfError::Load(chain(&e)))
 }
@@ -451,7 +457,11 @@ pub struct SyscallTracer {
     misses: MapData,
     miss_keys: Vec<u8>,
     miss_values: Vec<u8>,
-    slot_map: BpfHashMap<MapData, u64, u32>,
+    /// Previous miss-table contents per (entry, CPU): (cgroup, count).
+    miss_prev: Vec<(u64, u64)>,
+    slot_map: Array<MapData, [u8; 16]>,
+    generation_map: Array<MapData, u32>,
+    generation: u32,
     slots: SlotTable,
     /// Cgroup name per slot for the interval being reported.
     names: Names,
@@ -524,9 +534,15 @@ impl SyscallTracer {
             nodewatch_agent_ebpf::MAP_CGROUP_MISSES,
         )?;
         let slot_map =
-            BpfHashMap::try_from(take_map(&mut ebpf, nodewatch_agent_ebpf::MAP_CGROUP_SLOTS)?)
+            Array::try_from(take_map(&mut ebpf, nodewatch_agent_ebpf::MAP_CGROUP_SLOTS)?)
                 .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_CGROUP_SLOTS, chain(&e)))?;
 
+        let mut generation_map: Array<MapData, u32> =
+            Array::try_from(take_map(&mut ebpf, nodewatch_agent_ebpf::MAP_GENERATION)?)
+                .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_GENERATION, chain(&e)))?;
+        generation_map
+            .set(0, 1, 0)
+            .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_GENERATION, chain(&e)))?;
         let links = attach(&mut ebpf, config.hook, true)?;
         let hook = links.hook;
         let max_cgroups = config.max_cgroups.min(MAX_CGROUP_SLOTS - 1) as usize;
@@ -543,8 +559,11 @@ impl SyscallTracer {
             misses,
             miss_keys: Vec::new(),
             miss_values: Vec::new(),
+            miss_prev: vec![(0, 0); CGROUP_MISS_ENTRIES as usize * cpus],
             slot_map,
-            slots: SlotTable::new(max_cgroups),
+            generation_map,
+            generation: 1,
+            slots: SlotTable::new(max_cgroups, CGROUP_TABLE_ENTRIES),
             names,
             last: Instant::now(),
             scratch: Box::new([0; BUCKETS]),
@@ -586,13 +605,13 @@ impl SyscallTracer {
             hook: self.hook.as_str().to_string(),
             ..Default::default()
         };
-        if let Err(e) = self.read_all(&mut out, &mut stats) {
-            if !self.warned_read {
-                warn!(
-                    "ebpf: cannot read the histogram maps ({e}); syscall latency is missing from batches"
-                );
-                self.warned_read = true;
-            }
+        if let Err(e) = self.read_all(&mut out, &mut stats)
+            && !self.warned_read
+        {
+            warn!(
+                "ebpf: cannot read the histogram maps ({e}); syscall latency is missing from batches"
+            );
+            self.warned_read = true;
         }
         self.cost_step(&mut stats);
         stats.backed_off = self.links.is_none();
@@ -657,31 +676,51 @@ impl SyscallTracer {
             }
         }
 
-        // Cgroups without a slot: read and clear their counters, then promote the busiest.
+        // Cgroups without a slot: their counters' change since the last read
+        // (per CPU), then promote the busiest.
+        let cpus = self.syscall_hists.cpus;
         let n = batch::lookup(
             self.misses.fd().as_fd(),
-            true,
-            8,
-            8,
+            false,
+            4,
+            16 * cpus,
             CGROUP_MISS_ENTRIES as usize,
             &mut self.miss_keys,
             &mut self.miss_values,
         )?;
-        let misses: Vec<(u64, u64)> = (0..n)
-            .map(|i| {
-                let k = u64::from_ne_bytes(
-                    self.miss_keys[i * 8..i * 8 + 8]
-                        .try_into()
-                        .unwrap_or([0; 8]),
-                );
-                let v = u64::from_ne_bytes(
-                    self.miss_values[i * 8..i * 8 + 8]
-                        .try_into()
-                        .unwrap_or([0; 8]),
-                );
-                (k, v)
-            })
-            .collect();
+        let mut by_cgroup: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+        for e in 0..n {
+            let key = u32::from_ne_bytes(
+                self.miss_keys[e * 4..e * 4 + 4]
+                    .try_into()
+                    .unwrap_or([0; 4]),
+            ) as usize;
+            if key >= CGROUP_MISS_ENTRIES as usize {
+                continue;
+            }
+            for cpu in 0..cpus {
+                let base = (e * cpus + cpu) * 16;
+                let word = |o: usize| {
+                    u64::from_ne_bytes(
+                        self.miss_values[base + o..base + o + 8]
+                            .try_into()
+                            .unwrap_or([0; 8]),
+                    )
+                };
+                let (cg, count) = (word(0), word(8));
+                let prev = &mut self.miss_prev[key * cpus + cpu];
+                let delta = if prev.0 == cg && count >= prev.1 {
+                    count - prev.1
+                } else {
+                    count
+                };
+                *prev = (cg, count);
+                if cg != 0 && delta > 0 {
+                    *by_cgroup.entry(cg).or_default() += delta;
+                }
+            }
+        }
+        let misses: Vec<(u64, u64)> = by_cgroup.into_iter().collect();
         let unknown = misses
             .iter()
             .any(|(id, _)| self.names.name(*id, false).is_none());
@@ -693,13 +732,20 @@ impl SyscallTracer {
         for change in changes {
             match change {
                 SlotChange::Assign { cgroup, slot } => {
-                    let _ = self.slot_map.insert(cgroup, slot, 0);
+                    let mut entry = [0u8; 16];
+                    entry[..8].copy_from_slice(&cgroup.to_ne_bytes());
+                    entry[8..12].copy_from_slice(&slot.to_ne_bytes());
+                    let _ = self.slot_map.set(table_index(cgroup), entry, 0);
                 }
                 SlotChange::Release { cgroup } => {
-                    let _ = self.slot_map.remove(&cgroup);
+                    let _ = self.slot_map.set(table_index(cgroup), [0u8; 16], 0);
                 }
             }
         }
+        // New generation: per-thread slot caches are trusted for one interval
+        // at most, so slot changes and cgroup migrations show within one interval.
+        self.generation = (self.generation % nodewatch_agent_ebpf::GEN_MASK) + 1;
+        let _ = self.generation_map.set(0, self.generation, 0);
         Ok(())
     }
 
@@ -745,6 +791,11 @@ impl SyscallTracer {
             }
         }
     }
+}
+
+/// Index of `cgroup` in the kernel's direct-mapped slot table.
+fn table_index(cgroup: u64) -> u32 {
+    (cgroup & u64::from(CGROUP_TABLE_ENTRIES - 1)) as u32
 }
 
 fn hook_choice(hook: Hook) -> HookChoice {

@@ -41,6 +41,8 @@ enum Command {
         /// Host id, hostname, or a unique prefix of either.
         host: String,
     },
+    /// Syscall latency of a host (eBPF): count, error rate, percentiles and a histogram.
+    Latency(cli::latency::LatencyArgs),
     /// Rank one host's processes by RSS, open fds against their limit, CPU, or RSS growth.
     Top(cli::top::TopArgs),
     /// Show one host's filesystems and block devices.
@@ -67,6 +69,7 @@ async fn run(args: Args) -> Result<(), cli::CliError> {
         } => cli::hosts::watch(channel, args.output, interval, count).await,
         Command::Hosts { .. } => cli::hosts::list(channel, args.output).await,
         Command::Host { host } => cli::hosts::show(channel, &host, args.output).await,
+        Command::Latency(a) => cli::latency::run(channel, &a, args.output).await,
         Command::Top(top) => cli::top::run(channel, &top, args.output).await,
         Command::Disks { host } => cli::disks::run(channel, &host, args.output).await,
         Command::Conns { host } => cli::conns::run(channel, &host, args.output).await,

@@ -5,6 +5,7 @@
 pub mod conns;
 pub mod disks;
 pub mod hosts;
+pub mod latency;
 pub mod series;
 pub mod top;
 
