@@ -105,7 +105,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test { args } => {
             bootstrap::ensure()?;
-            bootstrap::ensure_python_grpc()?;
+            if let Err(e) = bootstrap::ensure_python_grpc() {
+                // Only the Python reflection test needs it; it says it skips.
+                eprintln!("bootstrap: {e:#}; the Python reflection test will skip");
+            }
             // Integration tests start the real binaries of other packages.
             cargo(&["build", "--workspace", "--bins"])?;
             let mut a = vec!["test", "--workspace", "--all-targets"];
