@@ -635,68 +635,12 @@ fn dur_nanos(d: Duration) -> i64 {
     d.as_nanos().min(i64::MAX as u128) as i64
 }
 
-/// Checks every f64 of a batch.
+/// Checks every f64 of a batch (the walk is shared with ingest validation).
 fn check_finite(b: &pb::Batch) -> Result<(), StoreError> {
-    let bad = |field: &'static str, v: f64| {
-        if v.is_finite() {
-            Ok(())
-        } else {
-            Err(StoreError::NonFinite { field })
-        }
-    };
-    let pressure = |p: &Option<pb::Pressure>, field: &'static str| -> Result<(), StoreError> {
-        if let Some(p) = p {
-            for v in [
-                p.some_avg10,
-                p.some_avg60,
-                p.some_avg300,
-                p.full_avg10,
-                p.full_avg60,
-                p.full_avg300,
-            ] {
-                bad(field, v)?;
-            }
-        }
-        Ok(())
-    };
-    if let Some(c) = &b.cpu {
-        for v in [c.load1, c.load5, c.load15] {
-            bad("cpu.load", v)?;
-        }
-        for t in c.total.iter().chain(&c.per_cpu) {
-            for v in [
-                t.user_seconds,
-                t.nice_seconds,
-                t.system_seconds,
-                t.idle_seconds,
-                t.iowait_seconds,
-                t.irq_seconds,
-                t.softirq_seconds,
-                t.steal_seconds,
-                t.busy_ratio,
-            ] {
-                bad("cpu.times", v)?;
-            }
-        }
-        pressure(&c.pressure, "cpu.pressure")?;
+    match crate::validate::first_non_finite(b) {
+        Some(field) => Err(StoreError::NonFinite { field }),
+        None => Ok(()),
     }
-    if let Some(m) = &b.memory {
-        pressure(&m.pressure, "memory.pressure")?;
-        pressure(&m.io_pressure, "memory.io_pressure")?;
-    }
-    for d in &b.block_devices {
-        bad("block_devices.utilization", d.utilization)?;
-    }
-    if let Some(e) = &b.ebpf {
-        bad("ebpf.cpu_fraction", e.cpu_fraction)?;
-        bad("ebpf.cpu_budget", e.cpu_budget)?;
-    }
-    for p in &b.processes {
-        for v in [p.user_seconds, p.system_seconds, p.cpu_ratio] {
-            bad("processes", v)?;
-        }
-    }
-    Ok(())
 }
 
 impl Store {
