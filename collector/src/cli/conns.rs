@@ -127,14 +127,7 @@ pub fn render(c: &pb::ConnectionStats) -> String {
 
 /// `nodewatch conns`.
 pub async fn run(channel: Channel, host: &str, output: OutputFormat) -> Result<(), CliError> {
-    let latest = super::query_client(channel)
-        .get_host(pb::GetHostRequest {
-            host: host.to_string(),
-        })
-        .await?
-        .into_inner()
-        .latest
-        .unwrap_or_default();
+    let (_, latest) = super::get_host(channel, host).await?;
     match output {
         OutputFormat::Json => {
             let mut doc = match &latest.connections {

@@ -110,14 +110,7 @@ pub fn render(latest: &pb::Batch) -> String {
 
 /// `nodewatch disks`.
 pub async fn run(channel: Channel, host: &str, output: OutputFormat) -> Result<(), CliError> {
-    let latest = super::query_client(channel)
-        .get_host(pb::GetHostRequest {
-            host: host.to_string(),
-        })
-        .await?
-        .into_inner()
-        .latest
-        .unwrap_or_default();
+    let (_, latest) = super::get_host(channel, host).await?;
     match output {
         OutputFormat::Json => print_json(&to_json(&latest)),
         OutputFormat::Table => {

@@ -138,14 +138,7 @@ pub async fn watch(
 
 /// `nodewatch host <HOST>`.
 pub async fn show(channel: Channel, host: &str, output: OutputFormat) -> Result<(), CliError> {
-    let response = super::query_client(channel)
-        .get_host(pb::GetHostRequest {
-            host: host.to_string(),
-        })
-        .await?
-        .into_inner();
-    let summary = response.summary.unwrap_or_default();
-    let latest = response.latest.unwrap_or_default();
+    let (summary, latest) = super::get_host(channel, host).await?;
     match output {
         OutputFormat::Json => {
             let mut doc = summary_json(&summary);

@@ -92,6 +92,23 @@ pub fn query_client(channel: Channel) -> pb::query_client::QueryClient<Channel> 
         .max_decoding_message_size(nodewatch_proto::MAX_MESSAGE_BYTES)
 }
 
+/// One host's summary and latest snapshot (`Query.GetHost`).
+pub async fn get_host(
+    channel: Channel,
+    host: &str,
+) -> Result<(pb::HostSummary, pb::Batch), CliError> {
+    let response = query_client(channel)
+        .get_host(pb::GetHostRequest {
+            host: host.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok((
+        response.summary.unwrap_or_default(),
+        response.latest.unwrap_or_default(),
+    ))
+}
+
 /// Prints a JSON value to stdout.
 pub fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Output(e.to_string()))?;
