@@ -57,8 +57,20 @@ fn load(args: &Args) -> anyhow::Result<CollectorConfig> {
     Ok(config)
 }
 
+/// Runs the daemon; errors are printed as one line with their causes, e.g.
+/// "error: invalid config file x.toml: TOML parse error ...".
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
