@@ -70,6 +70,19 @@ pub struct SlotEntry {
     pub _pad: u32,
 }
 
+/// Per-thread state, one entry per thread id: what enter leaves for exit, and
+/// the thread's cached cgroup slot. One 16-byte entry, so that exit touches a
+/// single cache line for both.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+#[cfg_attr(not(target_arch = "bpf"), derive(Debug))]
+pub struct ThreadEntry {
+    /// `start_ns << NR_BITS | syscall number` while a syscall is in flight, else 0.
+    pub start: u64,
+    /// Cached cgroup slot: `tgid << 32 | generation << 8 | slot`, 0 = none.
+    pub slot: u64,
+}
+
 /// One entry of the per-CPU miss table: the cgroup currently holding the
 /// entry and a counter. A different cgroup decrements the counter and takes
 /// the entry over when it reaches zero, so busy cgroups keep their entry.
@@ -83,10 +96,8 @@ pub struct MissEntry {
     pub count: u64,
 }
 
-/// Name of the start-time array (one `u64` per thread id; resized to `kernel.pid_max` at load).
-pub const MAP_START: &str = "NW_START";
-/// Name of the per-thread cgroup slot cache (one `u64` per thread id; resized to `kernel.pid_max`).
-pub const MAP_SLOT_CACHE: &str = "NW_SLOT_CACHE";
+/// Name of the per-thread array ([`ThreadEntry`] per thread id; resized to `kernel.pid_max` at load).
+pub const MAP_THREADS: &str = "NW_THREADS";
 /// Name of the one-entry slot table generation array (`u32`).
 pub const MAP_GENERATION: &str = "NW_GENERATION";
 /// Bits of the generation kept in a slot cache entry.
@@ -102,8 +113,9 @@ pub const MAP_CGROUP_SLOTS: &str = "NW_CGROUP_SLOTS";
 /// Name of the per-CPU miss table ([`MissEntry`], `CGROUP_MISS_ENTRIES` entries).
 pub const MAP_CGROUP_MISSES: &str = "NW_CGROUP_MISSES";
 
-/// Program names: full programs (tp_btf and raw tracepoint variants) and
-/// empty ones on the same hooks (the cost floor, for benchmarks).
+/// Program names: full programs (tp_btf and raw tracepoint variants), and
+/// reference programs on the same hooks for benchmarks: empty ones (the cost
+/// floor), a latency histogram without attribution, and clock reads only.
 pub mod programs {
     /// Full sys_enter program, `tp_btf` flavour.
     pub const ENTER_BTF: &str = "nw_enter_btf";
@@ -121,6 +133,22 @@ pub mod programs {
     pub const EMPTY_ENTER_RAW: &str = "nw_empty_enter_raw";
     /// Empty sys_exit program, raw tracepoint flavour.
     pub const EMPTY_EXIT_RAW: &str = "nw_empty_exit_raw";
+    /// Reference: latency histogram without cgroup attribution, sys_enter, `tp_btf`.
+    pub const PLAIN_ENTER_BTF: &str = "nw_plain_enter_btf";
+    /// Reference: latency histogram without cgroup attribution, sys_exit, `tp_btf`.
+    pub const PLAIN_EXIT_BTF: &str = "nw_plain_exit_btf";
+    /// Reference: latency histogram without cgroup attribution, sys_enter, raw tracepoint.
+    pub const PLAIN_ENTER_RAW: &str = "nw_plain_enter_raw";
+    /// Reference: latency histogram without cgroup attribution, sys_exit, raw tracepoint.
+    pub const PLAIN_EXIT_RAW: &str = "nw_plain_exit_raw";
+    /// Reference: one clock read only, sys_enter, `tp_btf`.
+    pub const CLOCK_ENTER_BTF: &str = "nw_clock_enter_btf";
+    /// Reference: one clock read only, sys_exit, `tp_btf`.
+    pub const CLOCK_EXIT_BTF: &str = "nw_clock_exit_btf";
+    /// Reference: one clock read only, sys_enter, raw tracepoint.
+    pub const CLOCK_ENTER_RAW: &str = "nw_clock_enter_raw";
+    /// Reference: one clock read only, sys_exit, raw tracepoint.
+    pub const CLOCK_EXIT_RAW: &str = "nw_clock_exit_raw";
 }
 
 /// One latency histogram as stored in the kernel maps (per CPU).
@@ -161,40 +189,41 @@ pub fn bucket_index(value: u64) -> usize {
     if value >> MAX_VALUE_POWER != 0 {
         return BUCKETS - 1;
     }
-    let power = 63 - log2_floor_inv(value);
+    let power = floor_log2(value);
     let log_bin = (power - CUTOFF_POWER) as usize;
     let offset = ((value - (1u64 << power)) >> (power - GROUPING_POWER)) as usize;
     let idx = CUTOFF as usize + (log_bin << GROUPING_POWER) + offset;
     if idx >= BUCKETS { BUCKETS - 1 } else { idx }
 }
 
-/// Leading zeros of a non-zero value, by binary search (no loops, no clz
-/// instruction needed on BPF).
+/// Position of the highest set bit of a non-zero value, by halving steps
+/// (no loops, no count-leading-zeros instruction on BPF; each step is one
+/// compare, one shift and one add).
 #[inline(always)]
-fn log2_floor_inv(mut v: u64) -> u32 {
-    let mut n = 0;
-    if v & 0xFFFF_FFFF_0000_0000 == 0 {
-        n += 32;
-        v <<= 32;
+fn floor_log2(mut v: u64) -> u32 {
+    let mut p = 0;
+    if v >> 32 != 0 {
+        v >>= 32;
+        p += 32;
     }
-    if v & 0xFFFF_0000_0000_0000 == 0 {
-        n += 16;
-        v <<= 16;
+    if v >> 16 != 0 {
+        v >>= 16;
+        p += 16;
     }
-    if v & 0xFF00_0000_0000_0000 == 0 {
-        n += 8;
-        v <<= 8;
+    if v >> 8 != 0 {
+        v >>= 8;
+        p += 8;
     }
-    if v & 0xF000_0000_0000_0000 == 0 {
-        n += 4;
-        v <<= 4;
+    if v >> 4 != 0 {
+        v >>= 4;
+        p += 4;
     }
-    if v & 0xC000_0000_0000_0000 == 0 {
-        n += 2;
-        v <<= 2;
+    if v >> 2 != 0 {
+        v >>= 2;
+        p += 2;
     }
-    if v & 0x8000_0000_0000_0000 == 0 {
-        n += 1;
+    if v >> 1 != 0 {
+        p += 1;
     }
-    n
+    p
 }

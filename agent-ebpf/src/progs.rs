@@ -1,7 +1,8 @@
 //! The programs. Hot path, per syscall: enter stores `(now << NR_BITS) | nr`
-//! in the thread's slot of the start array; exit reads and clears it, adds one
-//! to the syscall's per-CPU histogram bucket (and error count), then to the
-//! family × cgroup-slot histogram. Constant work, no loops, no ring buffer.
+//! in the thread's entry of the thread array; exit reads and clears it, adds
+//! one to the syscall's per-CPU histogram bucket (and error count), then to the
+//! family × cgroup-slot histogram, the slot coming from the same entry's cache.
+//! Constant work, no loops, no ring buffer.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -11,12 +12,14 @@ use aya_ebpf::{
 };
 use nodewatch_agent_ebpf::{
     CGROUP_MISS_ENTRIES, CGROUP_TABLE_ENTRIES, FAMILIES, FAMILY_MISC, GEN_MASK, Hist,
-    MAX_CGROUP_SLOTS, MAX_SYSCALLS, MissEntry, NR_BITS, NR_MASK, SlotEntry, bucket_index,
+    MAX_CGROUP_SLOTS, MAX_SYSCALLS, MissEntry, NR_BITS, NR_MASK, SlotEntry, ThreadEntry,
+    bucket_index,
 };
 
-/// Start time and syscall number per thread id; resized to `kernel.pid_max` at load.
-#[map(name = "NW_START")]
-static NW_START: Array<u64> = Array::with_max_entries(1, 0);
+/// Per thread id: start time and syscall number of the syscall in flight, and
+/// the cached cgroup slot; resized to `kernel.pid_max` at load.
+#[map(name = "NW_THREADS")]
+static NW_THREADS: Array<ThreadEntry> = Array::with_max_entries(1, 0);
 
 /// Per-CPU latency histogram per syscall number.
 #[map(name = "NW_SYSCALL_HIST")]
@@ -30,11 +33,6 @@ static NW_CGROUP_HIST: PerCpuArray<Hist> =
 /// Syscall number → family, filled by userspace.
 #[map(name = "NW_FAMILY")]
 static NW_FAMILY: Array<u8> = Array::with_max_entries(MAX_SYSCALLS, 0);
-
-/// Per-thread cache of the cgroup slot: `tgid << 32 | generation << 8 | slot`;
-/// resized to `kernel.pid_max` at load.
-#[map(name = "NW_SLOT_CACHE")]
-static NW_SLOT_CACHE: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Slot table generation (one entry), bumped by userspace every interval.
 #[map(name = "NW_GENERATION")]
@@ -56,28 +54,31 @@ fn on_enter(id: i64) {
         return;
     }
     let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(slot) = NW_START.get_ptr_mut(tid) {
+    if let Some(t) = NW_THREADS.get_ptr_mut(tid) {
         // SAFETY: helper without preconditions.
         let now = unsafe { bpf_ktime_get_ns() };
         // SAFETY: the pointer comes from a successful map lookup.
-        unsafe { *slot = (now << NR_BITS) | (id as u64 & NR_MASK) };
+        unsafe { (*t).start = (now << NR_BITS) | (id as u64 & NR_MASK) };
     }
 }
 
+/// Exit: the latency into the syscall's histogram, then, when `attribute`
+/// (a constant at each call site), into the family × cgroup-slot histogram.
 #[inline(always)]
-fn on_exit(ret: i64) {
+fn on_exit(ret: i64, attribute: bool) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let Some(slot) = NW_START.get_ptr_mut(tid) else {
+    let Some(t) = NW_THREADS.get_ptr_mut(tid) else {
         return;
     };
-    // SAFETY: the pointer comes from a successful map lookup.
-    let entry = unsafe { *slot };
+    // SAFETY: the pointer comes from a successful map lookup; it stays valid
+    // for the program's run (array elements are never freed).
+    let t = unsafe { &mut *t };
+    let entry = t.start;
     if entry == 0 {
         return;
     }
-    // SAFETY: as above.
-    unsafe { *slot = 0 };
+    t.start = 0;
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let nr = (entry & NR_MASK) as u32;
@@ -90,12 +91,15 @@ fn on_exit(ret: i64) {
         // SAFETY: per-CPU value of this CPU, from a successful lookup.
         unsafe { add(h, bucket, failed) };
     }
+    if !attribute {
+        return;
+    }
 
     let family = match NW_FAMILY.get(nr) {
         Some(&f) if u32::from(f) < FAMILIES => u32::from(f),
         _ => u32::from(FAMILY_MISC),
     };
-    let cslot = cgroup_slot(tid, pid_tgid >> 32);
+    let cslot = cgroup_slot(&mut t.slot, pid_tgid >> 32);
     if cslot < MAX_CGROUP_SLOTS
         && let Some(h) = NW_CGROUP_HIST.get_ptr_mut(cslot * FAMILIES + family)
     {
@@ -104,33 +108,26 @@ fn on_exit(ret: i64) {
     }
 }
 
-/// Slot of the current task's cgroup. A thread's slot is cached per thread id
-/// (tagged with its process id and the table generation, which userspace
+/// Slot of the current task's cgroup. A thread's slot is cached in its thread
+/// entry (tagged with its process id and the table generation, which userspace
 /// bumps every interval), so that threads of slotted cgroups skip the cgroup
 /// helper; cgroups without a slot always take the full path (it counts them).
 #[inline(always)]
-fn cgroup_slot(tid: u32, tgid: u64) -> u32 {
+fn cgroup_slot(cache: &mut u64, tgid: u64) -> u32 {
     let generation = match NW_GENERATION.get(0) {
         Some(&g) => u64::from(g & GEN_MASK),
         None => 0,
     };
-    let cache = NW_SLOT_CACHE.get_ptr_mut(tid);
-    if let Some(c) = cache {
-        // SAFETY: the pointer comes from a successful lookup.
-        let v = unsafe { *c };
-        if v != 0 && v >> 32 == tgid && (v >> 8) & u64::from(GEN_MASK) == generation {
-            return (v & 0xff) as u32;
-        }
+    let v = *cache;
+    if v != 0 && v >> 32 == tgid && (v >> 8) & u64::from(GEN_MASK) == generation {
+        return (v & 0xff) as u32;
     }
     // SAFETY: helper without preconditions.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     let idx = (cgroup & u64::from(CGROUP_TABLE_ENTRIES - 1)) as u32;
     match NW_CGROUP_SLOTS.get(idx) {
         Some(e) if e.cgroup == cgroup && e.slot != 0 => {
-            if let Some(c) = cache {
-                // SAFETY: as above.
-                unsafe { *c = (tgid << 32) | (generation << 8) | u64::from(e.slot & 0xff) };
-            }
+            *cache = (tgid << 32) | (generation << 8) | u64::from(e.slot & 0xff);
             e.slot
         }
         _ => {
@@ -177,7 +174,7 @@ pub fn nw_enter_btf(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn nw_exit_btf(ctx: BtfTracePointContext) -> i32 {
-    on_exit(ctx.arg::<i64>(1));
+    on_exit(ctx.arg::<i64>(1), true);
     0
 }
 
@@ -189,7 +186,7 @@ pub fn nw_enter_raw(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn nw_exit_raw(ctx: RawTracePointContext) -> i32 {
-    on_exit(ctx.arg::<i64>(1));
+    on_exit(ctx.arg::<i64>(1), true);
     0
 }
 
@@ -210,6 +207,73 @@ pub fn nw_empty_enter_raw(_ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn nw_empty_exit_raw(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+// Reference programs for `cargo xtask bench syscalls`, on the same hooks:
+// "plain" is the latency histogram without cgroup attribution (enter as
+// nodewatch's, exit without the family × cgroup part); "clock" only reads the
+// clock on enter and exit, the least any latency measurement pays.
+
+/// Where the clock-only programs put what they read, so the reads stay.
+#[map(name = "NW_SCRATCH")]
+static NW_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn clock_only() {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(p) = NW_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: this CPU's value, from a successful lookup.
+        unsafe { *p = now };
+    }
+}
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn nw_plain_enter_btf(ctx: BtfTracePointContext) -> i32 {
+    on_enter(ctx.arg::<i64>(1));
+    0
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn nw_plain_exit_btf(ctx: BtfTracePointContext) -> i32 {
+    on_exit(ctx.arg::<i64>(1), false);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn nw_plain_enter_raw(ctx: RawTracePointContext) -> i32 {
+    on_enter(ctx.arg::<i64>(1));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn nw_plain_exit_raw(ctx: RawTracePointContext) -> i32 {
+    on_exit(ctx.arg::<i64>(1), false);
+    0
+}
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn nw_clock_enter_btf(_ctx: BtfTracePointContext) -> i32 {
+    clock_only();
+    0
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn nw_clock_exit_btf(_ctx: BtfTracePointContext) -> i32 {
+    clock_only();
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn nw_clock_enter_raw(_ctx: RawTracePointContext) -> i32 {
+    clock_only();
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn nw_clock_exit_raw(_ctx: RawTracePointContext) -> i32 {
+    clock_only();
     0
 }
 

@@ -1,16 +1,17 @@
 //! Attaches eBPF programs and keeps them attached until stdin closes (used by
 //! `cargo xtask bench syscalls`).
 //!
-//! Usage: `ebpf_attach full|empty [auto|tp_btf|raw_tracepoint]`. Prints
-//! `attached <hook>` on stdout once attached. In `full` mode the maps are read
-//! every second, as the agent does.
+//! Usage: `ebpf_attach full|empty|plain|clock [auto|tp_btf|raw_tracepoint]`.
+//! Prints `attached <hook>` on stdout once attached. `full` is the agent's
+//! tracer, with the maps read every second as the agent does; the others are
+//! reference programs on the same hooks (see `ProgramSet`).
 
 use std::io::{BufRead as _, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nodewatch_agent::ebpf::{EbpfConfig, EmptyPrograms, HookChoice, SyscallTracer};
+use nodewatch_agent::ebpf::{EbpfConfig, HookChoice, ProgramSet, ReferencePrograms, SyscallTracer};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -30,8 +31,13 @@ fn main() -> anyhow::Result<()> {
         });
     }
     match mode.as_str() {
-        "empty" => {
-            let p = EmptyPrograms::attach(hook)?;
+        "empty" | "plain" | "clock" => {
+            let set = match mode.as_str() {
+                "empty" => ProgramSet::Empty,
+                "plain" => ProgramSet::Plain,
+                _ => ProgramSet::Clock,
+            };
+            let p = ReferencePrograms::attach(set, hook)?;
             println!("attached {}", p.hook().map(|h| h.as_str()).unwrap_or("?"));
             std::io::stdout().flush()?;
             while !done.load(Ordering::Relaxed) {
@@ -57,7 +63,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        other => anyhow::bail!("unknown mode {other} (full|empty)"),
+        other => anyhow::bail!("unknown mode {other} (full|empty|plain|clock)"),
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! `cargo xtask bench syscalls`: what tracing syscalls adds to a `getppid`
 //! tight loop, alternating in one run between nothing attached, empty
-//! programs on the same hooks (the floor of the mechanism), nodewatch's
-//! programs, and the equivalent bpftrace one-liner.
+//! programs on the same hooks (the floor of the mechanism), two reference
+//! programs on those hooks (clock reads only; the latency histogram without
+//! cgroup attribution), nodewatch's programs, and the equivalent bpftrace
+//! one-liner.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -17,6 +19,8 @@ tracepoint:raw_syscalls:sys_exit /@s[tid]/ { @h[args->id] = hist(nsecs - @s[tid]
 enum Setup {
     Bare,
     Empty,
+    Clock,
+    Plain,
     Nodewatch,
     Bpftrace,
 }
@@ -26,6 +30,8 @@ impl Setup {
         match self {
             Setup::Bare => "nothing attached",
             Setup::Empty => "empty programs (floor)",
+            Setup::Clock => "reference: clock reads only",
+            Setup::Plain => "reference: histogram, no cgroups",
             Setup::Nodewatch => "nodewatch",
             Setup::Bpftrace => "bpftrace",
         }
@@ -204,7 +210,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "ebpf_attach",
     ])?;
     let helper = crate::workspace_root().join("target/release/examples/ebpf_attach");
-    let mut setups = vec![Setup::Bare, Setup::Empty, Setup::Nodewatch];
+    let mut setups = vec![
+        Setup::Bare,
+        Setup::Empty,
+        Setup::Clock,
+        Setup::Plain,
+        Setup::Nodewatch,
+    ];
     if o.bpftrace {
         if Command::new("bpftrace").arg("--version").output().is_err() {
             eprintln!("bench: installing bpftrace (apt-get install -y bpftrace)");
@@ -245,12 +257,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             let attached = match s {
                 Setup::Bare => Attached::None,
                 Setup::Empty => attach_helper(&helper, "empty", &o.hook)?,
+                Setup::Clock => attach_helper(&helper, "clock", &o.hook)?,
+                Setup::Plain => attach_helper(&helper, "plain", &o.hook)?,
                 Setup::Nodewatch => attach_helper(&helper, "full", &o.hook)?,
                 Setup::Bpftrace => attach_bpftrace()?,
             };
             let ns = measure(o.calls);
             drop(attached);
-            eprintln!("  round {}: {:<24} {ns:8.1} ns/call", round + 1, s.label());
+            eprintln!("  round {}: {:<34} {ns:8.1} ns/call", round + 1, s.label());
             results[i].push(ns);
         }
     }
@@ -297,9 +311,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
     }
     println!();
-    let (nw, _, _) = summary(&added[2]);
-    let (vs_floor, _, _) = ratio(2, 1);
-    let totals: Vec<f64> = results[2]
+    let at = |want: Setup| setups.iter().position(|&s| s == want);
+    let (nw_i, clock_i, plain_i) = (
+        at(Setup::Nodewatch).unwrap_or(0),
+        at(Setup::Clock).unwrap_or(0),
+        at(Setup::Plain).unwrap_or(0),
+    );
+    let (nw, _, _) = summary(&added[nw_i]);
+    let (vs_floor, _, _) = ratio(nw_i, 1);
+    let totals: Vec<f64> = results[nw_i]
         .iter()
         .zip(&results[1])
         .map(|(a, b)| a / b)
@@ -308,9 +328,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!(
         "nodewatch: {nw:.1} ns added per syscall, {vs_floor:.2}× the empty-program floor's added cost (target ≤ 1.5×); per-call time {tot:.2}× the floor's"
     );
-    if setups.len() > 3 {
-        let (bt, _, _) = summary(&added[3]);
-        let (cheaper, lo, hi) = ratio(3, 2);
+    let (clock, _, _) = ratio(clock_i, 1);
+    let (plain, _, _) = ratio(plain_i, 1);
+    let (nw_vs_plain, _, _) = ratio(nw_i, plain_i);
+    println!(
+        "references: two clock reads alone {clock:.2}× the floor; histogram without cgroups {plain:.2}× the floor; nodewatch {nw_vs_plain:.2}× the histogram without cgroups"
+    );
+    if let Some(bt_i) = at(Setup::Bpftrace) {
+        let (bt, _, _) = summary(&added[bt_i]);
+        let (cheaper, lo, hi) = ratio(bt_i, nw_i);
         println!(
             "bpftrace: {bt:.1} ns added per syscall; nodewatch is {cheaper:.1}× cheaper ({lo:.1}–{hi:.1}) (target ≥ 5×)"
         );

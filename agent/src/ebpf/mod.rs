@@ -205,8 +205,7 @@ fn load_object() -> Result<Ebpf, EbpfError> {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
     let pid_max = pid_max()?;
     EbpfLoader::new()
-        .map_max_entries(nodewatch_agent_ebpf::MAP_START, pid_max)
-        .map_max_entries(nodewatch_agent_ebpf::MAP_SLOT_CACHE, pid_max)
+        .map_max_entries(nodewatch_agent_ebpf::MAP_THREADS, pid_max)
         .load(EBPF_OBJECT)
         .map_err(|e| EbpfError::Load(chain(&e)))
 }
@@ -294,8 +293,8 @@ impl Links {
 
 /// Attaches `choice`'s hook, falling back from tp_btf to raw tracepoints in
 /// `Auto` mode. `full` picks nodewatch's programs, otherwise the empty ones.
-fn attach(ebpf: &mut Ebpf, choice: HookChoice, full: bool) -> Result<Links, EbpfError> {
-    let links = attach_hook(ebpf, choice, full);
+fn attach(ebpf: &mut Ebpf, choice: HookChoice, set: ProgramSet) -> Result<Links, EbpfError> {
+    let links = attach_hook(ebpf, choice, set);
     // Loading parses the kernel's BTF (tens of MiB while it lasts). It is freed
     // at once, but a thread's malloc arena keeps the touched pages unless told
     // to give them back; without this a re-attach after a back-off leaves the
@@ -305,18 +304,45 @@ fn attach(ebpf: &mut Ebpf, choice: HookChoice, full: bool) -> Result<Links, Ebpf
     links
 }
 
-fn attach_hook(ebpf: &mut Ebpf, choice: HookChoice, full: bool) -> Result<Links, EbpfError> {
-    let (btf_pair, raw_pair) = if full {
-        (
-            (names::ENTER_BTF, names::EXIT_BTF),
-            (names::ENTER_RAW, names::EXIT_RAW),
-        )
-    } else {
-        (
-            (names::EMPTY_ENTER_BTF, names::EMPTY_EXIT_BTF),
-            (names::EMPTY_ENTER_RAW, names::EMPTY_EXIT_RAW),
-        )
-    };
+/// Which programs of the object to attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgramSet {
+    /// nodewatch's programs (what the agent attaches).
+    Full,
+    /// Reference: empty programs on the same hooks, the cost floor of the mechanism.
+    Empty,
+    /// Reference: the latency histogram per syscall without cgroup attribution.
+    Plain,
+    /// Reference: one clock read on enter and one on exit, nothing else.
+    Clock,
+}
+
+impl ProgramSet {
+    /// `((enter, exit) for tp_btf, (enter, exit) for raw tracepoints)`.
+    fn names(self) -> ((&'static str, &'static str), (&'static str, &'static str)) {
+        match self {
+            ProgramSet::Full => (
+                (names::ENTER_BTF, names::EXIT_BTF),
+                (names::ENTER_RAW, names::EXIT_RAW),
+            ),
+            ProgramSet::Empty => (
+                (names::EMPTY_ENTER_BTF, names::EMPTY_EXIT_BTF),
+                (names::EMPTY_ENTER_RAW, names::EMPTY_EXIT_RAW),
+            ),
+            ProgramSet::Plain => (
+                (names::PLAIN_ENTER_BTF, names::PLAIN_EXIT_BTF),
+                (names::PLAIN_ENTER_RAW, names::PLAIN_EXIT_RAW),
+            ),
+            ProgramSet::Clock => (
+                (names::CLOCK_ENTER_BTF, names::CLOCK_EXIT_BTF),
+                (names::CLOCK_ENTER_RAW, names::CLOCK_EXIT_RAW),
+            ),
+        }
+    }
+}
+
+fn attach_hook(ebpf: &mut Ebpf, choice: HookChoice, set: ProgramSet) -> Result<Links, EbpfError> {
+    let (btf_pair, raw_pair) = set.names();
     match choice {
         HookChoice::TpBtf => attach_pair(ebpf, Hook::TpBtf, btf_pair.0, btf_pair.1),
         HookChoice::RawTracepoint => attach_pair(ebpf, Hook::RawTracepoint, raw_pair.0, raw_pair.1),
@@ -331,18 +357,19 @@ fn attach_hook(ebpf: &mut Ebpf, choice: HookChoice, full: bool) -> Result<Links,
     }
 }
 
-/// Empty programs on the same hooks: the cost floor of the mechanism (benchmarks).
+/// Reference programs attached on the syscall hooks, for benchmarks (the
+/// agent itself uses [`SyscallTracer`]). Detached when dropped.
 #[derive(Debug)]
-pub struct EmptyPrograms {
+pub struct ReferencePrograms {
     ebpf: Ebpf,
     links: Option<Links>,
 }
 
-impl EmptyPrograms {
-    /// Loads and attaches the empty programs.
-    pub fn attach(hook: HookChoice) -> Result<Self, EbpfError> {
+impl ReferencePrograms {
+    /// Loads the object and attaches the given set.
+    pub fn attach(set: ProgramSet, hook: HookChoice) -> Result<Self, EbpfError> {
         let mut ebpf = load_object()?;
-        let links = attach(&mut ebpf, hook, false)?;
+        let links = attach(&mut ebpf, hook, set)?;
         Ok(Self {
             ebpf,
             links: Some(links),
@@ -355,7 +382,7 @@ impl EmptyPrograms {
     }
 }
 
-impl Drop for EmptyPrograms {
+impl Drop for ReferencePrograms {
     fn drop(&mut self) {
         if let Some(l) = self.links.take() {
             l.detach(&mut self.ebpf);
@@ -558,7 +585,7 @@ impl SyscallTracer {
         generation_map
             .set(0, 1, 0)
             .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_GENERATION, chain(&e)))?;
-        let links = attach(&mut ebpf, config.hook, true)?;
+        let links = attach(&mut ebpf, config.hook, ProgramSet::Full)?;
         let hook = links.hook;
         let max_cgroups = config.max_cgroups.min(MAX_CGROUP_SLOTS - 1) as usize;
         let mut names = Names::new();
@@ -791,7 +818,7 @@ impl SyscallTracer {
                 }
             }
         } else if self.cost.may_retry(now) {
-            match attach(&mut self.ebpf, hook_choice(self.hook), true) {
+            match attach(&mut self.ebpf, hook_choice(self.hook), ProgramSet::Full) {
                 Ok(l) => {
                     info!("ebpf: back-off over; programs attached again");
                     self.links = Some(l);
