@@ -46,6 +46,11 @@ pub const FAMILY_NAMES: [&str; FAMILIES as usize] = [
 ];
 /// Family of syscalls that belong to no other family.
 pub const FAMILY_MISC: u8 = 7;
+/// Value of the family map for syscalls that never return to their caller
+/// (`exit`, `exit_group`): their enter leaves an entry that no exit of that
+/// thread consumes, and the thread id's next owner must not time its first
+/// exit (the return from `clone`) against it. Such entries are dropped.
+pub const FAMILY_UNTIMED: u8 = 0xff;
 
 /// Cgroup slots per-family histograms are kept for; slot 0 is "other"
 /// (every cgroup not in the slot table), slots `1 ..` are assigned by userspace.

@@ -11,8 +11,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use nodewatch_agent_ebpf::{
-    CGROUP_MISS_ENTRIES, CGROUP_TABLE_ENTRIES, FAMILIES, FAMILY_MISC, GEN_MASK, Hist,
-    MAX_CGROUP_SLOTS, MAX_SYSCALLS, MissEntry, NR_BITS, NR_MASK, SlotEntry, ThreadEntry,
+    CGROUP_MISS_ENTRIES, CGROUP_TABLE_ENTRIES, FAMILIES, FAMILY_MISC, FAMILY_UNTIMED, GEN_MASK,
+    Hist, MAX_CGROUP_SLOTS, MAX_SYSCALLS, MissEntry, NR_BITS, NR_MASK, SlotEntry, ThreadEntry,
     bucket_index,
 };
 
@@ -82,6 +82,14 @@ fn on_exit(ret: i64, attribute: bool) {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let nr = (entry & NR_MASK) as u32;
+    let family = match NW_FAMILY.get(nr) {
+        Some(&f) => f,
+        None => FAMILY_MISC,
+    };
+    if family == FAMILY_UNTIMED {
+        // Left by a thread that exited; this thread id has a new owner.
+        return;
+    }
     // Wrapping difference on the shifted clock, then back to nanoseconds.
     let delta = (now << NR_BITS).wrapping_sub(entry & !NR_MASK) >> NR_BITS;
     let bucket = bucket_index(delta);
@@ -95,9 +103,10 @@ fn on_exit(ret: i64, attribute: bool) {
         return;
     }
 
-    let family = match NW_FAMILY.get(nr) {
-        Some(&f) if u32::from(f) < FAMILIES => u32::from(f),
-        _ => u32::from(FAMILY_MISC),
+    let family = if u32::from(family) < FAMILIES {
+        u32::from(family)
+    } else {
+        u32::from(FAMILY_MISC)
     };
     let cslot = cgroup_slot(&mut t.slot, pid_tgid >> 32);
     if cslot < MAX_CGROUP_SLOTS

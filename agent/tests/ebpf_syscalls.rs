@@ -195,6 +195,40 @@ fn ebpf_nanosleep_in_cgroup_has_n_events_and_p50_near_5ms() {
     );
 }
 
+const MISC_CALLS: u64 = 300;
+
+fn getppids() {
+    for _ in 0..MISC_CALLS {
+        // SAFETY: getppid has no arguments and cannot fail.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+}
+
+#[test]
+fn ebpf_syscalls_of_no_family_are_attributed_to_misc() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut tracer) = start(HookChoice::Auto) else {
+        return;
+    };
+    let Some(cg) = TestCgroup::create("misc") else {
+        return;
+    };
+    let lat = run_in_cgroup(&mut tracer, &cg, getppids);
+    // Until the go signal the child loops on getppid + poll; the iterations
+    // after the last collect add one of each (the first poll may come
+    // without its getppid, which fell before the collect).
+    let (_, misc, _) = merged(&lat, "family:misc");
+    let (_, polls, _) = merged(&lat, "family:poll");
+    assert!(
+        misc >= MISC_CALLS && (polls.saturating_sub(1)..=polls).contains(&(misc - MISC_CALLS)),
+        "misc {misc}, polls {polls}: {lat:?}"
+    );
+    // After the go signal the child reads one byte from its pipe: that is
+    // all the "io" family may hold.
+    let (_, io, _) = merged(&lat, "family:io");
+    assert_eq!(io, 1, "{lat:?}");
+}
+
 const FAILS: u64 = 500;
 
 fn failing_closes() {

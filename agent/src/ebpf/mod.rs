@@ -541,16 +541,16 @@ impl SyscallTracer {
                 ))?;
             let mut fam: Array<&mut MapData, u8> = Array::try_from(map)
                 .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_FAMILY, chain(&e)))?;
-            for (nr, name) in syscalls::table()
-                .iter()
-                .enumerate()
-                .take(MAX_SYSCALLS as usize)
-            {
-                let f = syscalls::family_of(name);
-                if f != nodewatch_agent_ebpf::FAMILY_MISC {
-                    fam.set(nr as u32, f, 0)
-                        .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_FAMILY, chain(&e)))?;
-                }
+            // Every entry is written: the map starts zeroed and 0 is a family ("io").
+            let table = syscalls::table();
+            for nr in 0..MAX_SYSCALLS {
+                let f = table
+                    .get(nr as usize)
+                    .map_or(nodewatch_agent_ebpf::FAMILY_MISC, |name| {
+                        syscalls::family_of(name)
+                    });
+                fam.set(nr, f, 0)
+                    .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_FAMILY, chain(&e)))?;
             }
         }
         let cpus = aya::util::nr_cpus()

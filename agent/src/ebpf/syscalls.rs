@@ -223,8 +223,12 @@ const MEMORY: &[&str] = &[
     "userfaultfd",
 ];
 
-/// Family number of a syscall name (index into `FAMILY_NAMES`).
+/// Family number of a syscall name (index into `FAMILY_NAMES`), or
+/// `FAMILY_UNTIMED` for the syscalls that never return.
 pub fn family_of(name: &str) -> u8 {
+    if matches!(name, "exit" | "exit_group") {
+        return nodewatch_agent_ebpf::FAMILY_UNTIMED;
+    }
     for (family, names) in [IO, FILE, NET, POLL, LOCK, SLEEP, MEMORY]
         .iter()
         .enumerate()
@@ -270,6 +274,11 @@ mod tests {
         assert_eq!(FAMILY_NAMES[family_of("nanosleep") as usize], "sleep");
         assert_eq!(FAMILY_NAMES[family_of("connect") as usize], "net");
         assert_eq!(FAMILY_NAMES[family_of("getppid") as usize], "misc");
+        assert_eq!(
+            family_of("exit_group"),
+            nodewatch_agent_ebpf::FAMILY_UNTIMED
+        );
+        assert_eq!(family_of("exit"), nodewatch_agent_ebpf::FAMILY_UNTIMED);
         assert_eq!(family_label(0), "family:io");
     }
 
