@@ -161,6 +161,24 @@ fn attach_bpftrace() -> anyhow::Result<Attached> {
     Ok(Attached::Bpftrace(child))
 }
 
+/// Where bpftrace expects tracefs.
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Unmounts the tracefs the bench mounted, when dropped.
+struct MountGuard;
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(TRACEFS)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("bench: could not unmount {TRACEFS}; unmount it by hand");
+        }
+    }
+}
+
 /// Nanoseconds per `getppid` over `calls` calls (best of three runs).
 fn measure(calls: u64) -> f64 {
     let mut best = f64::MAX;
@@ -210,6 +228,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "ebpf_attach",
     ])?;
     let helper = crate::workspace_root().join("target/release/examples/ebpf_attach");
+    let mut _tracefs: Option<MountGuard> = None;
     let mut setups = vec![
         Setup::Bare,
         Setup::Empty,
@@ -230,17 +249,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             }
         }
         setups.push(Setup::Bpftrace);
-        // bpftrace's tracepoints need tracefs (not mounted in some containers).
-        let tracing = std::path::Path::new("/sys/kernel/tracing");
+        // bpftrace's tracepoints need tracefs (not mounted in some containers);
+        // a mount made here is undone when the bench ends.
+        let tracing = std::path::Path::new(TRACEFS);
         if !tracing.join("events").exists() {
-            eprintln!("bench: mounting tracefs on /sys/kernel/tracing (bpftrace needs it)");
+            eprintln!(
+                "bench: mounting tracefs on {TRACEFS} (bpftrace needs it; unmounted at the end)"
+            );
             let st = Command::new("mount")
-                .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+                .args(["-t", "tracefs", "nodev", TRACEFS])
                 .status()
                 .context("cannot run mount")?;
             if !st.success() {
                 bail!("cannot mount tracefs; run with --no-bpftrace");
             }
+            _tracefs = Some(MountGuard);
         }
     }
     pin_to_cpu0();
