@@ -345,3 +345,133 @@ fn ebpf_cost_is_measured_and_budget_backs_off() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     busy.join().unwrap();
 }
+
+/// A POSIX message queue (a syscall family nothing else on a host is likely
+/// to use), unlinked on drop.
+struct Queue {
+    fd: libc::c_int,
+    name: CString,
+}
+
+impl Queue {
+    fn open(i: u32) -> Self {
+        let name = CString::new(format!("/nodewatch-test-{}-{i}", std::process::id())).unwrap();
+        // SAFETY: a zeroed mq_attr is valid; the fields set are the documented ones.
+        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+        attr.mq_maxmsg = 1;
+        attr.mq_msgsize = 8;
+        // SAFETY: valid name and attributes.
+        let fd = unsafe {
+            libc::mq_open(
+                name.as_ptr(),
+                libc::O_CREAT | libc::O_RDWR | libc::O_CLOEXEC,
+                0o600 as libc::mode_t,
+                &mut attr as *mut libc::mq_attr,
+            )
+        };
+        assert!(fd >= 0, "mq_open: {}", std::io::Error::last_os_error());
+        Queue { fd, name }
+    }
+
+    /// Blocks in `mq_timedreceive` (no timeout) until a message arrives.
+    fn receive(fd: libc::c_int) {
+        let mut buf = [0u8; 8];
+        // SAFETY: valid queue descriptor and buffer; null timeout blocks.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_mq_timedreceive,
+                fd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                std::ptr::null_mut::<libc::c_uint>(),
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+        assert_eq!(n, 1, "mq_timedreceive: {}", std::io::Error::last_os_error());
+    }
+
+    fn send(&self) {
+        // SAFETY: valid queue descriptor and message.
+        let rc = unsafe { libc::mq_send(self.fd, b"x".as_ptr().cast(), 1, 0) };
+        assert_eq!(rc, 0, "mq_send: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // SAFETY: our descriptor and name.
+        unsafe {
+            libc::mq_close(self.fd);
+            libc::mq_unlink(self.name.as_ptr());
+        }
+    }
+}
+
+#[test]
+fn ebpf_no_latency_spans_a_back_off() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let config = EbpfConfig {
+        cpu_budget: 1e-12,
+        cost_every: 1,
+        cost_window: Duration::from_millis(100),
+        backoff_min: Duration::from_millis(300),
+        backoff_max: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let mut tracer = match SyscallTracer::start(&config) {
+        Ok(t) => t,
+        Err(e @ (EbpfError::MissingCapability(_) | EbpfError::NoBtf)) => {
+            println!("skipping: {e}");
+            return;
+        }
+        Err(e) => panic!("eBPF start failed: {e}"),
+    };
+    let queues: Vec<Queue> = (0..3).map(Queue::open).collect();
+    let fds: Vec<libc::c_int> = queues.iter().map(|q| q.fd).collect();
+    // A thread that receives from the three queues in turn.
+    let receiver = std::thread::spawn(move || {
+        for fd in fds {
+            Queue::receive(fd);
+        }
+    });
+    // It is now in its first receive, started while attached.
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = tracer.collect();
+    // The first collect measures the cost; keep syscalls flowing for it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && t0.elapsed() < Duration::from_secs(10)
+            {
+                // SAFETY: getppid cannot fail.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+        })
+    };
+    let (_, stats) = tracer.collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+    assert!(stats.backed_off, "over budget must detach: {stats:?}");
+    // While detached: the first receive returns, the second starts.
+    queues[0].send();
+    std::thread::sleep(Duration::from_millis(350));
+    let (_, stats) = tracer.collect();
+    assert!(tracer.attached() && !stats.backed_off, "{stats:?}");
+    // Attached again: the second receive (started while detached) returns,
+    // then the third runs whole, for about 50 ms.
+    queues[1].send();
+    std::thread::sleep(Duration::from_millis(50));
+    queues[2].send();
+    receiver.join().unwrap();
+    let (lat, _) = tracer.collect();
+    let (d, count, _) = merged(&lat, "mq_timedreceive");
+    assert_eq!(count, 1, "only the receive timed whole counts: {lat:?}");
+    let max = d.max().unwrap();
+    assert!(
+        (40_000_000..300_000_000).contains(&max),
+        "latency {max} ns is not the ~50 ms of the third receive"
+    );
+}

@@ -1,11 +1,62 @@
-//! Reading whole BPF maps with a few `BPF_MAP_*_BATCH` syscalls instead of
-//! one syscall per element.
+//! Reading whole BPF maps (and clearing arrays) with a few `BPF_MAP_*_BATCH`
+//! syscalls instead of one syscall per element.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// Elements written per `BPF_MAP_UPDATE_BATCH` call by [`zero_array`].
+const ZERO_CHUNK: u32 = 16_384;
+
+/// Sets every element of an array map (`entries` elements of `value_len`
+/// bytes, not per-CPU) to zeros, `ZERO_CHUNK` elements per syscall.
+pub fn zero_array(fd: BorrowedFd<'_>, value_len: usize, entries: u32) -> io::Result<()> {
+    let chunk = ZERO_CHUNK.min(entries.max(1));
+    let values = vec![0u8; value_len * chunk as usize];
+    let mut keys: Vec<u32> = Vec::with_capacity(chunk as usize);
+    let mut start = 0u32;
+    while start < entries {
+        let n = chunk.min(entries - start);
+        keys.clear();
+        keys.extend(start..start + n);
+        let mut done = 0u32;
+        // Each call writes at least one element or fails, so `n` calls bound it.
+        for _ in 0..n {
+            if done >= n {
+                break;
+            }
+            let mut attr = BatchAttr {
+                keys: keys[done as usize..].as_ptr() as u64,
+                values: values[done as usize * value_len..].as_ptr() as u64,
+                count: n - done,
+                map_fd: fd.as_raw_fd() as u32,
+                ..Default::default()
+            };
+            // SAFETY: `attr` points at `count` keys and `count` values of
+            // `value_len` bytes, alive for the call.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_UPDATE_BATCH,
+                    &mut attr as *mut BatchAttr,
+                    std::mem::size_of::<BatchAttr>() as libc::c_uint,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if attr.count == 0 {
+                return Err(io::Error::other("BPF_MAP_UPDATE_BATCH wrote nothing"));
+            }
+            done += attr.count;
+        }
+        start += n;
+    }
+    Ok(())
+}
 
 /// `union bpf_attr`, batch member.
 #[repr(C)]

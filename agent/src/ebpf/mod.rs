@@ -193,7 +193,7 @@ fn pid_max() -> Result<u32, EbpfError> {
         .clamp(1024, 1 << 22))
 }
 
-/// Loads the embedded object with the start array sized for `pid_max`.
+/// Loads the embedded object with the per-thread array sized for `pid_max`.
 fn load_object() -> Result<Ebpf, EbpfError> {
     check_capabilities()?;
     // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it (best effort).
@@ -504,6 +504,9 @@ pub struct SyscallTracer {
     slot_map: Array<MapData, [u8; 16]>,
     generation_map: Array<MapData, u32>,
     generation: u32,
+    /// The per-thread array (cleared before a re-attach) and its length.
+    threads: MapData,
+    thread_entries: u32,
     slots: SlotTable,
     /// Cgroup name per slot for the interval being reported.
     names: Names,
@@ -585,6 +588,14 @@ impl SyscallTracer {
         generation_map
             .set(0, 1, 0)
             .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_GENERATION, chain(&e)))?;
+        let threads = map_data(
+            take_map(&mut ebpf, nodewatch_agent_ebpf::MAP_THREADS)?,
+            nodewatch_agent_ebpf::MAP_THREADS,
+        )?;
+        let thread_entries = threads
+            .info()
+            .map_err(|e| EbpfError::Map(nodewatch_agent_ebpf::MAP_THREADS, chain(&e)))?
+            .max_entries();
         let links = attach(&mut ebpf, config.hook, ProgramSet::Full)?;
         let hook = links.hook;
         let max_cgroups = config.max_cgroups.min(MAX_CGROUP_SLOTS - 1) as usize;
@@ -605,6 +616,8 @@ impl SyscallTracer {
             slot_map,
             generation_map,
             generation: 1,
+            threads,
+            thread_entries,
             slots: SlotTable::new(max_cgroups, CGROUP_TABLE_ENTRIES),
             names,
             last: Instant::now(),
@@ -818,6 +831,17 @@ impl SyscallTracer {
                 }
             }
         } else if self.cost.may_retry(now) {
+            // Entries left from before the back-off would time a syscall that
+            // started while detached from a start that belongs to an earlier one.
+            if let Err(e) = batch::zero_array(
+                self.threads.fd().as_fd(),
+                std::mem::size_of::<nodewatch_agent_ebpf::ThreadEntry>(),
+                self.thread_entries,
+            ) {
+                warn!(
+                    "ebpf: cannot clear the per-thread entries ({e}); the first latency of threads in a syscall may span the back-off"
+                );
+            }
             match attach(&mut self.ebpf, hook_choice(self.hook), ProgramSet::Full) {
                 Ok(l) => {
                     info!("ebpf: back-off over; programs attached again");
