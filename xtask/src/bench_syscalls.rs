@@ -39,12 +39,15 @@ impl Setup {
 }
 
 /// Options: `--rounds N` (default 5), `--calls N` per measurement (default 2000000),
-/// `--hook auto|tp_btf|raw_tracepoint` (default auto), `--no-bpftrace`.
+/// `--hook auto|tp_btf|raw_tracepoint` (default auto), `--no-bpftrace`,
+/// `--bpf-stats` (afterwards, each program's own run time from the kernel's
+/// BPF statistics).
 struct Options {
     rounds: usize,
     calls: u64,
     hook: String,
     bpftrace: bool,
+    bpf_stats: bool,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -53,6 +56,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         calls: 2_000_000,
         hook: "auto".into(),
         bpftrace: true,
+        bpf_stats: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -61,6 +65,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--calls" => o.calls = it.next().context("--calls N")?.parse()?,
             "--hook" => o.hook = it.next().context("--hook NAME")?.clone(),
             "--no-bpftrace" => o.bpftrace = false,
+            "--bpf-stats" => o.bpf_stats = true,
             other => bail!("unknown option {other}"),
         }
     }
@@ -363,6 +368,95 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         println!(
             "bpftrace: {bt:.1} ns added per syscall; nodewatch is {cheaper:.1}× cheaper ({lo:.1}–{hi:.1}) (target ≥ 5×)"
         );
+    }
+    if o.bpf_stats {
+        println!();
+        bpf_stats(&helper, &o)?;
+    }
+    Ok(())
+}
+
+/// `run_time_ns` and `run_cnt` of every loaded program named `nw_*`, by name
+/// (from `bpftool -j prog show`).
+fn program_stats() -> anyhow::Result<std::collections::BTreeMap<String, (u64, u64)>> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("cannot run bpftool (apt-get install bpftool)")?;
+    if !out.status.success() {
+        bail!("bpftool prog show failed");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("bpftool output")?;
+    let mut m = std::collections::BTreeMap::new();
+    for p in v.as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or_default();
+        if name.starts_with("nw_") {
+            let t = p["run_time_ns"].as_u64().unwrap_or(0);
+            let c = p["run_cnt"].as_u64().unwrap_or(0);
+            m.insert(name.to_string(), (t, c));
+        }
+    }
+    Ok(m)
+}
+
+/// Restores `kernel.bpf_stats_enabled` when dropped.
+struct StatsSwitch(String);
+
+const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl Drop for StatsSwitch {
+    fn drop(&mut self) {
+        let _ = std::fs::write(STATS_SYSCTL, &self.0);
+    }
+}
+
+/// Per program, nanoseconds per run from the kernel's BPF statistics, over
+/// `calls` getppid calls after a warm-up (long enough for the tracer to give
+/// this process's cgroup its slot). The statistics' own clock reads are in
+/// every figure; the empty programs show how much that is.
+fn bpf_stats(helper: &std::path::Path, o: &Options) -> anyhow::Result<()> {
+    let old = std::fs::read_to_string(STATS_SYSCTL).context("kernel.bpf_stats_enabled")?;
+    let _restore = StatsSwitch(old.trim().to_string());
+    std::fs::write(STATS_SYSCTL, "1").context("cannot enable kernel.bpf_stats_enabled")?;
+    println!(
+        "| program | ns per run (kernel BPF statistics, {} calls) | minus the empty program on the same hook |",
+        o.calls
+    );
+    println!("|---|---|---|");
+    let mut empty: [f64; 2] = [0.0; 2];
+    for mode in ["empty", "clock", "plain", "full"] {
+        let attached = attach_helper(helper, mode, &o.hook)?;
+        measure(100_000);
+        std::thread::sleep(Duration::from_millis(1500));
+        measure(100_000);
+        let a = program_stats()?;
+        for _ in 0..o.calls {
+            // SAFETY: getppid has no arguments and cannot fail.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+        }
+        let b = program_stats()?;
+        drop(attached);
+        for (name, &(t1, c1)) in &b {
+            let Some(&(t0, c0)) = a.get(name) else {
+                continue;
+            };
+            if c1 <= c0 {
+                continue;
+            }
+            let per = (t1 - t0) as f64 / (c1 - c0) as f64;
+            let side = usize::from(name.contains("exit"));
+            if mode == "empty" {
+                empty[side] = per;
+            }
+            println!(
+                "| {name} | {per:.1} | {:.1} |",
+                if mode == "empty" {
+                    0.0
+                } else {
+                    per - empty[side]
+                }
+            );
+        }
     }
     Ok(())
 }
