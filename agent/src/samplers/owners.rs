@@ -17,7 +17,7 @@
 //! after a full scan (kernel sockets, descriptors in flight) are remembered so
 //! they do not force a full scan every pass.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd as _, FromRawFd as _};
 use std::time::{Duration, Instant};
@@ -54,7 +54,10 @@ pub struct OwnerPassStats {
 pub struct SocketOwners {
     proc_fd: File,
     procs: HashMap<u32, ProcSockets>,
-    unowned: HashSet<u32>,
+    /// Inodes nobody owned after the latest full scan, sorted.
+    unowned: Vec<u32>,
+    /// Per entry of the current dump's `alive`: some process holds it.
+    owned: Vec<bool>,
     generation: u64,
     max_processes: usize,
     full_refresh: Duration,
@@ -97,7 +100,8 @@ impl SocketOwners {
                 source,
             })?,
             procs: HashMap::new(),
-            unowned: HashSet::new(),
+            unowned: Vec::new(),
+            owned: Vec::new(),
             generation: 0,
             max_processes,
             full_refresh,
@@ -137,6 +141,28 @@ impl SocketOwners {
                 }
             }
         }
+    }
+
+    /// Sets `owned[k]` for every entry of `alive` some tracked process holds.
+    fn mark_owned(&mut self, alive: &[u32]) {
+        self.owned.clear();
+        self.owned.resize(alive.len(), false);
+        for p in self.procs.values() {
+            for inode in &p.inodes {
+                if let Ok(k) = alive.binary_search(inode) {
+                    self.owned[k] = true;
+                }
+            }
+        }
+    }
+
+    /// Whether some socket of `alive` is owned by nobody and was not unowned
+    /// after the previous full scan.
+    fn any_new_unowned(&self, alive: &[u32]) -> bool {
+        alive
+            .iter()
+            .zip(&self.owned)
+            .any(|(i, owned)| !owned && self.unowned.binary_search(i).is_err())
     }
 
     /// Open descriptors per tracked process as of the latest update (empty on
@@ -248,33 +274,30 @@ impl SocketOwners {
         stats.processes = self.procs.len() as u64;
 
         // Unowned sockets that were not unowned before: fall back to a full scan.
-        let mut owned: HashSet<u32> = HashSet::with_capacity(alive.len());
-        for p in self.procs.values() {
-            owned.extend(p.inodes.iter().copied());
-        }
-        let surprise = alive
-            .iter()
-            .any(|i| !owned.contains(i) && !self.unowned.contains(i));
+        // `alive` is sorted: a flag per entry instead of a hash set.
+        self.mark_owned(alive);
+        let surprise = self.any_new_unowned(alive);
         if surprise && !full_due {
             for &pid in &pids {
                 if self.procs.contains_key(&pid) {
                     self.rescan(pid, alive, &mut stats);
                 }
             }
-            owned.clear();
-            for p in self.procs.values() {
-                owned.extend(p.inodes.iter().copied());
-            }
+            self.mark_owned(alive);
         }
         if surprise || full_due {
             stats.full_scan = true;
             self.last_full = Some(now);
             self.unowned.clear();
-            for &i in alive {
-                if !owned.contains(&i) && self.unowned.len() < MAX_UNOWNED {
-                    self.unowned.insert(i);
-                }
-            }
+            // Sorted, as `alive` is.
+            self.unowned.extend(
+                alive
+                    .iter()
+                    .zip(&self.owned)
+                    .filter(|(_, owned)| !**owned)
+                    .map(|(&i, _)| i)
+                    .take(MAX_UNOWNED),
+            );
         }
         for (&pid, p) in &self.procs {
             for &inode in &p.inodes {
