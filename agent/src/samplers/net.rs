@@ -15,7 +15,7 @@ use nodewatch_proto::pb;
 use super::owners::{OwnerPassStats, SocketOwners};
 use super::procfile::{ProcFile, fields, lines, parse_u64};
 use super::sockdiag::{SockDiag, SockRecord, state_name, tcp_state};
-use super::{Sampler, SamplerError};
+use super::{PidMap, Sampler, SamplerError};
 
 /// What the socket pass learnt about one process.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,11 @@ pub struct SocketPassShare {
     /// When the socket pass produced them.
     pub at: Option<Instant>,
     /// Per process.
-    pub by_pid: HashMap<u32, PidSockets>,
+    pub by_pid: PidMap<PidSockets>,
+    /// Every pid of /proc as the socket pass listed it (ascending), when the
+    /// listing was complete; the process pass of the same cycle reuses it
+    /// instead of listing /proc again.
+    pub pids: Option<Vec<u32>>,
 }
 
 /// Filled by the socket pass and read by the process pass.
@@ -442,6 +446,14 @@ impl ConnectionsSampler {
         })?;
         for (pid, fds) in self.socket_owners.fd_counts() {
             by_pid.entry(pid).or_default().fds = Some(fds);
+        }
+        match (self.socket_owners.pids(), &mut share.pids) {
+            (Some(pids), Some(shared)) => {
+                shared.clear();
+                shared.extend_from_slice(pids);
+            }
+            (Some(pids), none) => *none = Some(pids.to_vec()),
+            (None, shared) => *shared = None,
         }
         drop(share);
         self.permission_denied += stats.permission_denied;
