@@ -17,11 +17,42 @@ pub mod process;
 pub mod procfile;
 pub mod sockdiag;
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nodewatch_proto::pb;
 use serde::Deserialize;
+
+/// Hasher for the integer keys the kernel hands out (pids): one multiply
+/// instead of SipHash, in maps looked up once per process or socket per pass.
+/// Keys are not chosen by an adversary able to gain from collisions (pids are
+/// bounded by pid_max and the maps by the process bound).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Fibonacci hashing: the high bits (which hashbrown uses for its
+        // control bytes) depend on every bit of the key.
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by pid.
+pub type PidMap<V> = HashMap<u32, V, BuildHasherDefault<IntHasher>>;
 
 /// Errors of a sampler.
 #[derive(Debug, thiserror::Error)]
@@ -460,6 +491,26 @@ mod tests {
         assert_eq!(failing.load(std::sync::atomic::Ordering::Relaxed), 25);
         assert_eq!(r.error_counts()[1], ("counting", 25));
         assert!(b.processes_complete, "the working sampler still ran");
+    }
+
+    #[test]
+    fn pid_map_spreads_sequential_keys() {
+        let mut m: PidMap<u32> = PidMap::default();
+        for pid in 0..10_000u32 {
+            m.insert(pid, pid * 2);
+        }
+        assert_eq!(m.len(), 10_000);
+        assert!((0..10_000u32).all(|p| m.get(&p) == Some(&(p * 2))));
+        assert_eq!(m.get(&10_000), None);
+        // Top 7 bits (hashbrown's tag) of sequential pids are spread out.
+        let tags: std::collections::HashSet<u64> = (0..1_000u32)
+            .map(|p| {
+                let mut h = IntHasher::default();
+                h.write_u32(p);
+                h.finish() >> 57
+            })
+            .collect();
+        assert!(tags.len() > 100, "{}", tags.len());
     }
 
     #[test]

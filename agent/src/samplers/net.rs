@@ -15,7 +15,7 @@ use nodewatch_proto::pb;
 use super::owners::{OwnerPassStats, SocketOwners};
 use super::procfile::{ProcFile, fields, lines, parse_u64};
 use super::sockdiag::{SockDiag, SockRecord, state_name, tcp_state};
-use super::{Sampler, SamplerError};
+use super::{PidMap, Sampler, SamplerError};
 
 /// What the socket pass learnt about one process.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,11 @@ pub struct SocketPassShare {
     /// When the socket pass produced them.
     pub at: Option<Instant>,
     /// Per process.
-    pub by_pid: HashMap<u32, PidSockets>,
+    pub by_pid: PidMap<PidSockets>,
+    /// Every pid of /proc as the socket pass listed it (ascending), when the
+    /// listing was complete; the process pass of the same cycle reuses it
+    /// instead of listing /proc again.
+    pub pids: Option<Vec<u32>>,
 }
 
 /// Filled by the socket pass and read by the process pass.
@@ -180,6 +184,9 @@ pub struct SockstatCounts {
     pub tcp: [u64; 2],
     /// TIME_WAIT sockets, both families.
     pub tw: u64,
+    /// TCP sockets allocated, both families, every network namespace: hashed
+    /// ones (`tcp`) plus those in no table yet (created, or bound only).
+    pub tcp_alloc: u64,
     /// UDP sockets, IPv4 and IPv6.
     pub udp: [u64; 2],
 }
@@ -201,6 +208,7 @@ fn sockstat_counts(v4: &mut ProcFile, v6: &mut Option<ProcFile>) -> Option<Socks
     let a = v4.read().ok()?;
     let tcp4 = sockstat_value(a, b"TCP:", b"inuse")?;
     let tw = sockstat_value(a, b"TCP:", b"tw")?;
+    let tcp_alloc = sockstat_value(a, b"TCP:", b"alloc")?;
     let udp4 = sockstat_value(a, b"UDP:", b"inuse")?;
     let (tcp6, udp6) = match v6 {
         Some(f) => {
@@ -216,8 +224,24 @@ fn sockstat_counts(v4: &mut ProcFile, v6: &mut Option<ProcFile>) -> Option<Socks
     Some(SockstatCounts {
         tcp: [tcp4, tcp6],
         tw,
+        tcp_alloc,
         udp: [udp4, udp6],
     })
+}
+
+/// States of the non-listening TCP dump. Kernels 6.8+ also report sockets
+/// that are bound but neither listening nor connected (pseudo-state
+/// BOUND_INACTIVE, shown as CLOSE) when its bit is set, at the price of a walk
+/// of the whole bind hash table. Such sockets are in no other table, so when
+/// every allocated TCP socket is accounted for by the hashed ones
+/// (`alloc <= inuse` in /proc/net/sockstat{,6}) there is none, and the walk is
+/// left out; otherwise (or without the counts) it is kept.
+pub fn non_listen_states(inuse: Option<SockstatCounts>) -> u32 {
+    let all = !(1u32 << tcp_state::LISTEN);
+    match inuse {
+        Some(c) if c.tcp_alloc <= c.tcp[0] + c.tcp[1] => all & !(1 << tcp_state::BOUND_INACTIVE),
+        _ => all,
+    }
 }
 
 /// Aggregates of one socket pass.
@@ -327,75 +351,71 @@ impl ConnectionsSampler {
         p.time_wait.clear();
         p.dropped_tuples = 0;
 
-        let tcp = libc::IPPROTO_TCP as u8;
         let udp = libc::IPPROTO_UDP as u8;
         let families = [libc::AF_INET as u8, libc::AF_INET6 as u8];
         // Listeners first, so that accepted sockets (local port = a listening
-        // port) are known when the other states stream by.
+        // port) are known when the other states stream by. Each TCP dump
+        // covers both families in one walk of the kernel's tables when the
+        // kernel allows it (see `sockdiag`).
         // A dump walks the whole established hash table (sized by RAM, not by
-        // sockets): skip the walks /proc/net/sockstat{,6} prove empty.
+        // sockets): skip the walk /proc/net/sockstat{,6} prove empty.
         let inuse = sockstat_counts(&mut self.sockstat, &mut self.sockstat6);
         let mut listeners = [0u64; 2];
-        let mut tw_seen = 0u64;
-        for (k, fam) in families.into_iter().enumerate() {
-            let n = &mut listeners[k];
-            self.diag.dump(fam, tcp, 1 << tcp_state::LISTEN, |r| {
-                *n += 1;
+        self.diag.dump_tcp(1 << tcp_state::LISTEN, |r| {
+            listeners[usize::from(r.v6)] += 1;
+            p.tcp_counts[usize::from(r.state.min(12))] += 1;
+            p.listening.insert(r.sport);
+            p.listeners.push(*r);
+            if r.inode != 0 {
+                p.owned.push((r.inode, r.state));
+            }
+        })?;
+        // IPv4 listeners before IPv6 ones, each family in the kernel's order.
+        p.listeners.sort_by_key(|r| r.v6);
+        let skip_tcp = inuse
+            .is_some_and(|c| c.tcp[0] <= listeners[0] && c.tcp[1] <= listeners[1] && c.tw == 0);
+        if !skip_tcp {
+            self.diag.dump_tcp(non_listen_states(inuse), |r| {
                 p.tcp_counts[usize::from(r.state.min(12))] += 1;
-                p.listening.insert(r.sport);
-                p.listeners.push(*r);
                 if r.inode != 0 {
                     p.owned.push((r.inode, r.state));
                 }
-            })?;
-        }
-        for (k, fam) in families.into_iter().enumerate() {
-            let skip_tcp = inuse.is_some_and(|c| c.tcp[k] <= listeners[k] && c.tw <= tw_seen);
-            let skip_udp = inuse.is_some_and(|c| c.udp[k] == 0);
-            let tw = &mut tw_seen;
-            if !skip_tcp {
-                self.diag.dump(fam, tcp, !(1 << tcp_state::LISTEN), |r| {
-                    p.tcp_counts[usize::from(r.state.min(12))] += 1;
-                    if r.state == tcp_state::TIME_WAIT {
-                        *tw += 1;
+                let accepted = p.listening.contains(r.sport);
+                let remote_port = if accepted { 0 } else { r.dport };
+                if !accepted
+                    && r.sport >= range.0
+                    && r.sport <= range.1
+                    && !p.reserved.contains(r.sport)
+                {
+                    let key = (r.src, r.dst, r.dport);
+                    if let Some(c) = p.ephemeral.get_mut(&key) {
+                        *c += 1;
+                    } else if p.ephemeral.len() < MAX_TUPLES {
+                        p.ephemeral.insert(key, 1);
+                    } else {
+                        p.dropped_tuples += 1;
                     }
-                    if r.inode != 0 {
-                        p.owned.push((r.inode, r.state));
+                }
+                match r.state {
+                    tcp_state::CLOSE_WAIT if p.close_wait.len() < MAX_TUPLES * 4 => {
+                        p.close_wait.push((r.inode, r.dst, remote_port));
                     }
-                    let accepted = p.listening.contains(r.sport);
-                    let remote_port = if accepted { 0 } else { r.dport };
-                    if !accepted
-                        && r.sport >= range.0
-                        && r.sport <= range.1
-                        && !p.reserved.contains(r.sport)
-                    {
-                        let key = (r.src, r.dst, r.dport);
-                        if let Some(c) = p.ephemeral.get_mut(&key) {
+                    tcp_state::TIME_WAIT => {
+                        let key = (r.dst, remote_port);
+                        if let Some(c) = p.time_wait.get_mut(&key) {
                             *c += 1;
-                        } else if p.ephemeral.len() < MAX_TUPLES {
-                            p.ephemeral.insert(key, 1);
+                        } else if p.time_wait.len() < MAX_TUPLES {
+                            p.time_wait.insert(key, 1);
                         } else {
                             p.dropped_tuples += 1;
                         }
                     }
-                    match r.state {
-                        tcp_state::CLOSE_WAIT if p.close_wait.len() < MAX_TUPLES * 4 => {
-                            p.close_wait.push((r.inode, r.dst, remote_port));
-                        }
-                        tcp_state::TIME_WAIT => {
-                            let key = (r.dst, remote_port);
-                            if let Some(c) = p.time_wait.get_mut(&key) {
-                                *c += 1;
-                            } else if p.time_wait.len() < MAX_TUPLES {
-                                p.time_wait.insert(key, 1);
-                            } else {
-                                p.dropped_tuples += 1;
-                            }
-                        }
-                        _ => {}
-                    }
-                })?;
-            }
+                    _ => {}
+                }
+            })?;
+        }
+        for (k, fam) in families.into_iter().enumerate() {
+            let skip_udp = inuse.is_some_and(|c| c.udp[k] == 0);
             if !skip_udp {
                 self.diag.dump(fam, udp, u32::MAX, |r| {
                     p.udp_counts[usize::from(r.state.min(12))] += 1;
@@ -426,6 +446,14 @@ impl ConnectionsSampler {
         })?;
         for (pid, fds) in self.socket_owners.fd_counts() {
             by_pid.entry(pid).or_default().fds = Some(fds);
+        }
+        match (self.socket_owners.pids(), &mut share.pids) {
+            (Some(pids), Some(shared)) => {
+                shared.clear();
+                shared.extend_from_slice(pids);
+            }
+            (Some(pids), none) => *none = Some(pids.to_vec()),
+            (None, shared) => *shared = None,
         }
         drop(share);
         self.permission_denied += stats.permission_denied;
@@ -612,6 +640,30 @@ mod tests {
             None,
             "-1 is not a counter"
         );
+    }
+
+    #[test]
+    fn bind_table_walk_only_when_unhashed_sockets_exist() {
+        let counts = |tcp4, tcp6, alloc| {
+            Some(SockstatCounts {
+                tcp: [tcp4, tcp6],
+                tw: 3,
+                tcp_alloc: alloc,
+                udp: [0, 0],
+            })
+        };
+        let bound = 1u32 << tcp_state::BOUND_INACTIVE;
+        let listen = 1u32 << tcp_state::LISTEN;
+        assert_eq!(non_listen_states(counts(10, 2, 12)) & bound, 0);
+        assert_ne!(non_listen_states(counts(10, 2, 13)) & bound, 0);
+        assert_ne!(non_listen_states(None) & bound, 0);
+        for c in [counts(10, 2, 12), counts(1, 0, 5), None] {
+            let s = non_listen_states(c);
+            assert_eq!(s & listen, 0);
+            for st in [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12] {
+                assert_ne!(s & (1 << st), 0, "state {st}");
+            }
+        }
     }
 
     #[test]

@@ -17,13 +17,12 @@
 //! after a full scan (kernel sockets, descriptors in flight) are remembered so
 //! they do not force a full scan every pass.
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::{AsRawFd as _, FromRawFd as _};
 use std::time::{Duration, Instant};
 
-use super::SamplerError;
 use super::fdscan::{Dir, is_denied, parse_pid, socket_inodes_of};
+use super::{PidMap, SamplerError};
 
 /// Bound on remembered unowned inodes.
 const MAX_UNOWNED: usize = 65_536;
@@ -53,8 +52,15 @@ pub struct OwnerPassStats {
 #[derive(Debug)]
 pub struct SocketOwners {
     proc_fd: File,
-    procs: HashMap<u32, ProcSockets>,
-    unowned: HashSet<u32>,
+    procs: PidMap<ProcSockets>,
+    /// The pids of the latest update, in /proc order.
+    pids: Vec<u32>,
+    /// Whether `pids` holds every process (not cut at `max_processes`).
+    pids_complete: bool,
+    /// Inodes nobody owned after the latest full scan, sorted.
+    unowned: Vec<u32>,
+    /// Per entry of the current dump's `alive`: some process holds it.
+    owned: Vec<bool>,
     generation: u64,
     max_processes: usize,
     full_refresh: Duration,
@@ -96,8 +102,11 @@ impl SocketOwners {
                 path: "/proc".into(),
                 source,
             })?,
-            procs: HashMap::new(),
-            unowned: HashSet::new(),
+            procs: PidMap::default(),
+            pids: Vec::new(),
+            pids_complete: false,
+            unowned: Vec::new(),
+            owned: Vec::new(),
             generation: 0,
             max_processes,
             full_refresh,
@@ -139,6 +148,34 @@ impl SocketOwners {
         }
     }
 
+    /// Every pid listed by the latest update (ascending, as /proc lists
+    /// them), or `None` when the list was cut at the process bound.
+    pub fn pids(&self) -> Option<&[u32]> {
+        self.pids_complete.then_some(self.pids.as_slice())
+    }
+
+    /// Sets `owned[k]` for every entry of `alive` some tracked process holds.
+    fn mark_owned(&mut self, alive: &[u32]) {
+        self.owned.clear();
+        self.owned.resize(alive.len(), false);
+        for p in self.procs.values() {
+            for inode in &p.inodes {
+                if let Ok(k) = alive.binary_search(inode) {
+                    self.owned[k] = true;
+                }
+            }
+        }
+    }
+
+    /// Whether some socket of `alive` is owned by nobody and was not unowned
+    /// after the previous full scan.
+    fn any_new_unowned(&self, alive: &[u32]) -> bool {
+        alive
+            .iter()
+            .zip(&self.owned)
+            .any(|(i, owned)| !owned && self.unowned.binary_search(i).is_err())
+    }
+
     /// Open descriptors per tracked process as of the latest update (empty on
     /// kernels that do not report the count).
     pub fn fd_counts(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
@@ -169,10 +206,13 @@ impl SocketOwners {
                 path: "/proc".into(),
                 source,
             })?;
-        let mut pids = Vec::with_capacity(self.procs.len() + 64);
+        let mut pids = std::mem::take(&mut self.pids);
+        pids.clear();
+        self.pids_complete = true;
         while let Some(name) = proc_dir.next_name() {
             if let Some(pid) = parse_pid(name) {
                 if pids.len() >= self.max_processes {
+                    self.pids_complete = false;
                     break;
                 }
                 pids.push(pid);
@@ -248,41 +288,39 @@ impl SocketOwners {
         stats.processes = self.procs.len() as u64;
 
         // Unowned sockets that were not unowned before: fall back to a full scan.
-        let mut owned: HashSet<u32> = HashSet::with_capacity(alive.len());
-        for p in self.procs.values() {
-            owned.extend(p.inodes.iter().copied());
-        }
-        let surprise = alive
-            .iter()
-            .any(|i| !owned.contains(i) && !self.unowned.contains(i));
+        // `alive` is sorted: a flag per entry instead of a hash set.
+        self.mark_owned(alive);
+        let surprise = self.any_new_unowned(alive);
         if surprise && !full_due {
             for &pid in &pids {
                 if self.procs.contains_key(&pid) {
                     self.rescan(pid, alive, &mut stats);
                 }
             }
-            owned.clear();
-            for p in self.procs.values() {
-                owned.extend(p.inodes.iter().copied());
-            }
+            self.mark_owned(alive);
         }
         if surprise || full_due {
             stats.full_scan = true;
             self.last_full = Some(now);
             self.unowned.clear();
-            for &i in alive {
-                if !owned.contains(&i) && self.unowned.len() < MAX_UNOWNED {
-                    self.unowned.insert(i);
-                }
-            }
+            // Sorted, as `alive` is.
+            self.unowned.extend(
+                alive
+                    .iter()
+                    .zip(&self.owned)
+                    .filter(|(_, owned)| !**owned)
+                    .map(|(&i, _)| i)
+                    .take(MAX_UNOWNED),
+            );
         }
+        // Every inode kept is alive: processes that were not re-read held
+        // only live ones, re-read ones were filtered against `alive`.
         for (&pid, p) in &self.procs {
             for &inode in &p.inodes {
-                if is_alive(&inode) {
-                    each(pid, inode);
-                }
+                each(pid, inode);
             }
         }
+        self.pids = pids;
         Ok(stats)
     }
 }
@@ -296,6 +334,13 @@ mod tests {
         std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
             .unwrap()
             .ino() as u32
+    }
+
+    #[test]
+    fn a_cut_listing_is_not_shared() {
+        let mut owners = SocketOwners::new(1, Duration::from_secs(3600), 10).unwrap();
+        owners.update(&[], Instant::now(), |_, _| {}).unwrap();
+        assert_eq!(owners.pids(), None, "more than one process exists");
     }
 
     #[test]
@@ -315,6 +360,9 @@ mod tests {
             .unwrap();
         assert!(s.full_scan, "first pass reads everything");
         assert_eq!(mine, vec![ia]);
+        let pids = owners.pids().expect("complete listing");
+        assert!(pids.contains(&me));
+        assert!(pids.windows(2).all(|w| w[0] < w[1]), "ascending");
 
         // Nothing changed here: most processes are not re-read (tests running
         // beside this one may change their own descriptors).

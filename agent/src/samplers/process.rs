@@ -19,10 +19,11 @@ use nodewatch_proto::pb;
 
 use super::cpu::ticks_per_second;
 use super::disk::parse_mountinfo_line;
+use super::fdscan::{Dir, parse_pid};
 use super::net::SocketsByPid;
 use super::procfile::{fields, key_value, lines, parse_i64, parse_u64, read_whole};
 use super::sockdiag::state_name;
-use super::{Sampler, SamplerError};
+use super::{PidMap, Sampler, SamplerError};
 
 /// Fields of /proc/PID/stat the sampler uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -193,7 +194,9 @@ struct Tracked {
 #[derive(Debug)]
 pub struct ProcessSampler {
     proc_fd: File,
-    tracked: HashMap<u32, Tracked>,
+    tracked: PidMap<Tracked>,
+    /// The pids of the current pass (buffer reused across passes).
+    pids: Vec<u32>,
     hz: f64,
     page_size: u64,
     cmdline_max: usize,
@@ -269,7 +272,8 @@ impl ProcessSampler {
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         Ok(Self {
             proc_fd,
-            tracked: HashMap::new(),
+            tracked: PidMap::default(),
+            pids: Vec::new(),
             hz: ticks_per_second(),
             page_size: if page > 0 { page as u64 } else { 4096 },
             cmdline_max,
@@ -612,17 +616,33 @@ impl Sampler for ProcessSampler {
         if pss_due {
             self.last_pss = Some(now);
         }
-        let dir = std::fs::read_dir("/proc").map_err(|source| SamplerError::Read {
-            path: "/proc".into(),
-            source,
-        })?;
+        // The pids to visit: the socket pass of this cycle listed /proc
+        // already; otherwise list it here.
+        let mut pids = std::mem::take(&mut self.pids);
+        pids.clear();
+        {
+            let share = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = share
+                .at
+                .is_some_and(|at| now.saturating_duration_since(at) < SHARE_FRESH);
+            if fresh && let Some(listed) = &share.pids {
+                pids.extend_from_slice(listed);
+            }
+        }
+        if pids.is_empty() {
+            let mut dir =
+                Dir::open_at(libc::AT_FDCWD, c"/proc").map_err(|source| SamplerError::Read {
+                    path: "/proc".into(),
+                    source,
+                })?;
+            while let Some(name) = dir.next_name() {
+                if let Some(pid) = parse_pid(name) {
+                    pids.push(pid);
+                }
+            }
+        }
         let mut complete = true;
-        for entry in dir.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = parse_u64(name.as_encoded_bytes()).and_then(|p| u32::try_from(p).ok())
-            else {
-                continue;
-            };
+        for &pid in &pids {
             if batch.processes.len() >= self.max_processes {
                 complete = false;
                 break;
@@ -631,6 +651,7 @@ impl Sampler for ProcessSampler {
                 batch.processes.push(p);
             }
         }
+        self.pids = pids;
         // Forget processes that are gone (bounded state).
         let generation = self.generation;
         let gone: Vec<u32> = self
@@ -747,6 +768,37 @@ mod tests {
             "the delta survived without kept-open files"
         );
         assert!(p.fd_limit_soft > 0);
+    }
+
+    #[test]
+    fn visits_the_pids_the_socket_pass_listed_in_this_cycle() {
+        let me = std::process::id();
+        let sockets = SocketsByPid::default();
+        let mut s = ProcessSampler::new(
+            256,
+            100_000,
+            Duration::from_secs(3600),
+            10_000,
+            sockets.clone(),
+        )
+        .unwrap();
+        {
+            let mut share = sockets.lock().unwrap();
+            share.at = Some(Instant::now());
+            share.pids = Some(vec![1, me]);
+        }
+        let mut b = pb::Batch::default();
+        s.sample(&mut b).unwrap();
+        let pids: Vec<u32> = b.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![1, me], "the shared listing, not /proc");
+        assert!(b.processes_complete);
+
+        // An old listing (another cycle) is not trusted: /proc is listed.
+        sockets.lock().unwrap().at = Some(Instant::now() - Duration::from_secs(5));
+        let mut b = pb::Batch::default();
+        s.sample(&mut b).unwrap();
+        assert!(b.processes.len() > 2, "{}", b.processes.len());
+        assert!(b.processes.iter().any(|p| p.pid == me));
     }
 
     #[test]

@@ -10,6 +10,16 @@
 //!
 //! For a listening TCP socket the kernel reports the current accept queue in
 //! `idiag_rqueue` and the backlog given to `listen()` in `idiag_wqueue`.
+//!
+//! TCP of both families in one walk: IPv4 and IPv6 TCP sockets live in the
+//! same hash tables (listening, bound, established), whose sizes follow RAM,
+//! not the number of sockets (262,144 established buckets on an 8 GiB host).
+//! A `SOCK_DIAG_BY_FAMILY` request names one family, so dumping both walks
+//! every table twice. The older `TCPDIAG_GETSOCK` request (`struct
+//! inet_diag_req`, still served by `net/ipv4/inet_diag.c`) is answered with the
+//! family set to `AF_UNSPEC`: one walk returns the sockets of both families,
+//! as the same `struct inet_diag_msg` replies. [`SockDiag::dump_tcp`] uses it
+//! and falls back to one request per family when the kernel refuses it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
@@ -18,10 +28,15 @@ use super::SamplerError;
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// Legacy request type of TCP dumps (`linux/inet_diag.h`); replies carry it too.
+const TCPDIAG_GETSOCK: u16 = 18;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_HDR: usize = 16;
 const REQ_LEN: usize = NLMSG_HDR + 56;
+/// Netlink header + `struct inet_diag_req` (family, src_len, dst_len, ext,
+/// 48-byte socket id, states, dbs).
+const COMPAT_REQ_LEN: usize = NLMSG_HDR + 60;
 const DIAG_MSG_LEN: usize = 72;
 
 /// TCP state numbers (`include/net/tcp_states.h`).
@@ -36,6 +51,9 @@ pub mod tcp_state {
     pub const LISTEN: u8 = 10;
     /// Closed (for UDP: unconnected).
     pub const CLOSE: u8 = 7;
+    /// Dump filter only (kernel 6.8+): bound, neither listening nor
+    /// connected; such sockets are reported as CLOSE.
+    pub const BOUND_INACTIVE: u8 = 13;
 }
 
 /// Names of TCP states as the kernel spells them, indexed by state number.
@@ -84,6 +102,9 @@ pub struct SockRecord {
     pub uid: u32,
     /// Socket inode, 0 for TIME_WAIT and request sockets (no file).
     pub inode: u32,
+    /// The socket's family is IPv6 (its addresses may still be v4-mapped and
+    /// shown as IPv4).
+    pub v6: bool,
 }
 
 fn addr(family: u8, raw: &[u8]) -> IpAddr {
@@ -127,6 +148,7 @@ pub fn parse_diag_msg(p: &[u8]) -> Option<SockRecord> {
         wqueue: u32_ne(&p[60..64]),
         uid: u32_ne(&p[64..68]),
         inode: u32_ne(&p[68..72]),
+        v6: family == libc::AF_INET6 as u8,
     })
 }
 
@@ -147,12 +169,41 @@ pub fn build_request(family: u8, protocol: u8, states: u32, seq: u32) -> [u8; RE
     r
 }
 
+/// Builds a legacy `TCPDIAG_GETSOCK` dump request: TCP sockets of both
+/// families whose state is in the `states` bit mask, in one table walk.
+pub fn build_tcp_compat_request(states: u32, seq: u32) -> [u8; COMPAT_REQ_LEN] {
+    let mut r = [0u8; COMPAT_REQ_LEN];
+    r[0..4].copy_from_slice(&(COMPAT_REQ_LEN as u32).to_ne_bytes());
+    r[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    r[6..8].copy_from_slice(&flags.to_ne_bytes());
+    r[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // idiag_family: ignored by dumps (the kernel uses AF_UNSPEC).
+    r[16] = libc::AF_INET as u8;
+    // src_len, dst_len, idiag_ext (no attributes) and the socket id stay 0.
+    r[NLMSG_HDR + 52..NLMSG_HDR + 56].copy_from_slice(&states.to_ne_bytes());
+    r
+}
+
+/// How TCP sockets are dumped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpDumpMode {
+    /// Not tried yet.
+    Untried,
+    /// One `TCPDIAG_GETSOCK` walk for both families.
+    BothFamilies,
+    /// One `SOCK_DIAG_BY_FAMILY` walk per family (the kernel refused the
+    /// legacy request).
+    PerFamily,
+}
+
 /// A kept-open NETLINK_SOCK_DIAG socket with a reused receive buffer.
 #[derive(Debug)]
 pub struct SockDiag {
     fd: OwnedFd,
     buf: Vec<u8>,
     seq: u32,
+    tcp_mode: TcpDumpMode,
 }
 
 /// Receive buffer size; the kernel fills up to ~32 KiB per dump message batch.
@@ -181,7 +232,60 @@ impl SockDiag {
             fd,
             buf: vec![0u8; RECV_BUF],
             seq: 0,
+            tcp_mode: TcpDumpMode::Untried,
         })
+    }
+
+    /// How TCP dumps are made (after the first [`SockDiag::dump_tcp`]).
+    pub fn tcp_mode(&self) -> TcpDumpMode {
+        self.tcp_mode
+    }
+
+    /// Forces per-family TCP dumps (tests of the fallback).
+    pub fn force_per_family(&mut self) {
+        self.tcp_mode = TcpDumpMode::PerFamily;
+    }
+
+    /// Dumps the TCP sockets of both families whose state is in `states`, in
+    /// one table walk when the kernel serves the legacy request, else one walk
+    /// per family (IPv4 first). Logs once which way is used.
+    pub fn dump_tcp(
+        &mut self,
+        states: u32,
+        mut each: impl FnMut(&SockRecord),
+    ) -> Result<(), SamplerError> {
+        if self.tcp_mode != TcpDumpMode::PerFamily {
+            self.seq = self.seq.wrapping_add(1);
+            let req = build_tcp_compat_request(states, self.seq);
+            let mut seen = 0u64;
+            let result = self.request(&req, TCPDIAG_GETSOCK, &mut |r| {
+                seen += 1;
+                each(r)
+            });
+            match result {
+                Ok(()) => {
+                    if self.tcp_mode == TcpDumpMode::Untried {
+                        tracing::info!(
+                            "socket pass: TCP sockets of both families in one sock_diag walk (TCPDIAG_GETSOCK)"
+                        );
+                        self.tcp_mode = TcpDumpMode::BothFamilies;
+                    }
+                    return Ok(());
+                }
+                // Refused before any socket was reported: nothing counted
+                // twice if we ask again per family.
+                Err(e) if seen == 0 && self.tcp_mode == TcpDumpMode::Untried => {
+                    tracing::info!(
+                        "socket pass: one sock_diag walk per family (the kernel refused TCPDIAG_GETSOCK: {e})"
+                    );
+                    self.tcp_mode = TcpDumpMode::PerFamily;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let tcp = libc::IPPROTO_TCP as u8;
+        self.dump(libc::AF_INET as u8, tcp, states, &mut each)?;
+        self.dump(libc::AF_INET6 as u8, tcp, states, &mut each)
     }
 
     /// Dumps every socket of `family` (AF_INET / AF_INET6) and `protocol`
@@ -196,6 +300,16 @@ impl SockDiag {
     ) -> Result<(), SamplerError> {
         self.seq = self.seq.wrapping_add(1);
         let req = build_request(family, protocol, states, self.seq);
+        self.request(&req, SOCK_DIAG_BY_FAMILY, &mut each)
+    }
+
+    /// Sends one dump request and walks its replies (messages of type `kind`).
+    fn request(
+        &mut self,
+        req: &[u8],
+        kind: u16,
+        each: &mut impl FnMut(&SockRecord),
+    ) -> Result<(), SamplerError> {
         // SAFETY: zeroed sockaddr_nl is valid; we fill the family.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as u16;
@@ -241,7 +355,7 @@ impl SockDiag {
             if n == 0 {
                 return Err(SamplerError::Netlink("socket closed during dump"));
             }
-            match walk_messages(&self.buf[..n as usize], self.seq, &mut each)? {
+            match walk_messages(&self.buf[..n as usize], self.seq, kind, each)? {
                 Walk::Done => return Ok(()),
                 Walk::More => {}
             }
@@ -258,10 +372,12 @@ pub enum Walk {
     Done,
 }
 
-/// Walks the netlink messages of one datagram.
+/// Walks the netlink messages of one datagram; socket records are the
+/// messages of type `kind` (the request's type).
 pub fn walk_messages(
     mut data: &[u8],
     seq: u32,
+    kind_wanted: u16,
     each: &mut impl FnMut(&SockRecord),
 ) -> Result<Walk, SamplerError> {
     while data.len() >= NLMSG_HDR {
@@ -286,7 +402,7 @@ pub fn walk_messages(
                         _ => Err(SamplerError::Netlink("dump failed")),
                     };
                 }
-                SOCK_DIAG_BY_FAMILY => {
+                k if k == kind_wanted => {
                     if let Some(r) = parse_diag_msg(payload) {
                         each(&r);
                     }
@@ -317,6 +433,123 @@ mod tests {
     }
 
     #[test]
+    fn compat_request_layout() {
+        let r = build_tcp_compat_request(1 << tcp_state::LISTEN, 9);
+        assert_eq!(u32_ne(&r[0..4]), 76, "header + struct inet_diag_req");
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), TCPDIAG_GETSOCK);
+        assert_eq!(u32_ne(&r[8..12]), 9);
+        assert_eq!(r[19], 0, "no extensions");
+        assert_eq!(u32_ne(&r[68..72]), 1 << 10, "states after the 48-byte id");
+        assert_eq!(u32_ne(&r[72..76]), 0);
+    }
+
+    /// Every TCP socket of this test's own ports, by (state, local port,
+    /// remote port, v6, inode).
+    fn ours(diag: &mut SockDiag, ports: &[u16]) -> Vec<(u8, u16, u16, bool, u32)> {
+        let mut v = Vec::new();
+        diag.dump_tcp(u32::MAX, |r| {
+            if ports.contains(&r.sport) || ports.contains(&r.dport) {
+                v.push((r.state, r.sport, r.dport, r.v6, r.inode));
+            }
+        })
+        .unwrap();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn one_walk_for_both_families_matches_per_family_walks() {
+        let l4 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p4 = l4.local_addr().unwrap().port();
+        let Ok(l6) = TcpListener::bind("[::1]:0") else {
+            println!("skipping: no IPv6 loopback");
+            return;
+        };
+        let p6 = l6.local_addr().unwrap().port();
+        let c4 = std::net::TcpStream::connect(("127.0.0.1", p4)).unwrap();
+        let c6 = std::net::TcpStream::connect(l6.local_addr().unwrap()).unwrap();
+        let (_a4, _) = l4.accept().unwrap();
+        let (_a6, _) = l6.accept().unwrap();
+        let ports = [p4, p6];
+
+        let mut both = SockDiag::open().unwrap();
+        let one_walk = ours(&mut both, &ports);
+        assert_eq!(
+            both.tcp_mode(),
+            TcpDumpMode::BothFamilies,
+            "kernel serves TCPDIAG_GETSOCK"
+        );
+        let mut per_family = SockDiag::open().unwrap();
+        per_family.force_per_family();
+        let two_walks = ours(&mut per_family, &ports);
+        assert_eq!(one_walk, two_walks);
+        // 2 listeners + 2 client ends + 2 accepted ends, both families.
+        assert_eq!(one_walk.len(), 6, "{one_walk:?}");
+        assert_eq!(one_walk.iter().filter(|s| s.3).count(), 3, "{one_walk:?}");
+        assert_eq!(
+            one_walk.iter().filter(|s| s.0 == tcp_state::LISTEN).count(),
+            2
+        );
+        let c4_port = c4.local_addr().unwrap().port();
+        let c6_port = c6.local_addr().unwrap().port();
+        for port in [c4_port, c6_port] {
+            assert!(
+                one_walk
+                    .iter()
+                    .any(|s| s.0 == tcp_state::ESTABLISHED && s.1 == port && s.4 != 0),
+                "client end {port} with its inode: {one_walk:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bound_inactive_filter_selects_bound_only_sockets() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut v = release
+            .trim()
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        if (v.next().unwrap_or(0), v.next().unwrap_or(0)) < (6, 8) {
+            println!("skipping: bound-only sockets are dumped from kernel 6.8");
+            return;
+        }
+        // SAFETY: plain socket(2); the descriptor is owned below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0);
+        // SAFETY: fresh descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: zeroed sockaddr_in is valid.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        // SAFETY: valid address and length.
+        assert_eq!(
+            unsafe { libc::bind(fd.as_raw_fd(), (&raw const sa).cast(), len) },
+            0
+        );
+        let mut len = len;
+        // SAFETY: valid out pointers.
+        unsafe { libc::getsockname(fd.as_raw_fd(), (&raw mut sa).cast(), &mut len) };
+        let port = u16::from_be(sa.sin_port);
+        let mut diag = SockDiag::open().unwrap();
+        let mut with_bit = Vec::new();
+        diag.dump_tcp(u32::MAX, |r| {
+            if r.sport == port {
+                with_bit.push(r.state);
+            }
+        })
+        .unwrap();
+        assert_eq!(with_bit, vec![tcp_state::CLOSE]);
+        let mut without = 0;
+        diag.dump_tcp(!(1 << tcp_state::BOUND_INACTIVE), |r| {
+            without += u32::from(r.sport == port);
+        })
+        .unwrap();
+        assert_eq!(without, 0, "only the bind-table walk reports it");
+    }
+
+    #[test]
     fn parses_a_diag_message() {
         let mut p = [0u8; 72];
         p[0] = libc::AF_INET as u8;
@@ -338,7 +571,7 @@ mod tests {
     fn rejects_truncated_datagram() {
         let mut d = [0u8; 20];
         d[0..4].copy_from_slice(&100u32.to_ne_bytes());
-        assert!(walk_messages(&d, 0, &mut |_| {}).is_err());
+        assert!(walk_messages(&d, 0, SOCK_DIAG_BY_FAMILY, &mut |_| {}).is_err());
     }
 
     #[test]
