@@ -14,17 +14,70 @@ use nodewatch_proto::pb;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn start(hook: HookChoice) -> Option<SyscallTracer> {
-    let config = EbpfConfig {
+    start_with(&EbpfConfig {
         hook,
         ..Default::default()
-    };
-    match SyscallTracer::start(&config) {
+    })
+}
+
+/// Starts a tracer, or prints why the test must skip.
+fn start_with(config: &EbpfConfig) -> Option<SyscallTracer> {
+    match SyscallTracer::start(config) {
         Ok(t) => Some(t),
         Err(e @ (EbpfError::MissingCapability(_) | EbpfError::NoBtf)) => {
             println!("skipping: {e}");
             None
         }
         Err(e) => panic!("eBPF start failed: {e}"),
+    }
+}
+
+/// A configuration whose budget any measurable cost exceeds: every cost
+/// measurement (each collect) detaches the programs for 300 ms.
+fn over_budget(window: Duration) -> EbpfConfig {
+    EbpfConfig {
+        cpu_budget: 1e-12,
+        cost_every: 1,
+        cost_window: window,
+        backoff_min: Duration::from_millis(300),
+        backoff_max: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
+/// A thread making getppid calls (at most 10 s) until dropped, so that a
+/// cost measurement window sees programs run.
+struct Busy {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Busy {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed)
+                && t0.elapsed() < Duration::from_secs(10)
+            {
+                // SAFETY: getppid cannot fail.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+        });
+        Busy {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -298,37 +351,11 @@ fn ebpf_getppid_loop_counts_n_raw_tracepoint() {
 #[test]
 fn ebpf_cost_is_measured_and_budget_backs_off() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let config = EbpfConfig {
-        // Any measurable cost is over this budget.
-        cpu_budget: 1e-12,
-        cost_every: 1,
-        cost_window: Duration::from_millis(200),
-        backoff_min: Duration::from_millis(300),
-        backoff_max: Duration::from_secs(1),
-        ..Default::default()
+    let Some(mut tracer) = start_with(&over_budget(Duration::from_millis(200))) else {
+        return;
     };
-    let mut tracer = match SyscallTracer::start(&config) {
-        Ok(t) => t,
-        Err(e @ (EbpfError::MissingCapability(_) | EbpfError::NoBtf)) => {
-            println!("skipping: {e}");
-            return;
-        }
-        Err(e) => panic!("eBPF start failed: {e}"),
-    };
-    // Keep syscalls flowing during the measurement window.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let busy = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let t0 = Instant::now();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                && t0.elapsed() < Duration::from_secs(10)
-            {
-                // SAFETY: getppid cannot fail.
-                unsafe { libc::syscall(libc::SYS_getppid) };
-            }
-        })
-    };
+    // Keep syscalls flowing during the measurement windows.
+    let _busy = Busy::start();
     let (_, stats) = tracer.collect();
     assert!(stats.stats_window_ns > 0, "{stats:?}");
     assert!(stats.run_count > 0 && stats.run_time_ns > 0, "{stats:?}");
@@ -342,8 +369,6 @@ fn ebpf_cost_is_measured_and_budget_backs_off() {
     // Measured again, over budget again: detached again.
     let (_, stats) = tracer.collect();
     assert!(stats.backed_off && stats.stats_window_ns > 0, "{stats:?}");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    busy.join().unwrap();
 }
 
 /// A POSIX message queue (a syscall family nothing else on a host is likely
@@ -354,7 +379,8 @@ struct Queue {
 }
 
 impl Queue {
-    fn open(i: u32) -> Self {
+    /// Opens queue `i`, or `None` when the kernel has no POSIX message queues.
+    fn open(i: u32) -> Option<Self> {
         let name = CString::new(format!("/nodewatch-test-{}-{i}", std::process::id())).unwrap();
         // SAFETY: a zeroed mq_attr is valid; the fields set are the documented ones.
         let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
@@ -369,8 +395,12 @@ impl Queue {
                 &mut attr as *mut libc::mq_attr,
             )
         };
-        assert!(fd >= 0, "mq_open: {}", std::io::Error::last_os_error());
-        Queue { fd, name }
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSYS), "mq_open: {e}");
+            return None;
+        }
+        Some(Queue { fd, name })
     }
 
     /// Blocks in `mq_timedreceive` (no timeout) until a message arrives.
@@ -410,23 +440,13 @@ impl Drop for Queue {
 #[test]
 fn ebpf_no_latency_spans_a_back_off() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let config = EbpfConfig {
-        cpu_budget: 1e-12,
-        cost_every: 1,
-        cost_window: Duration::from_millis(100),
-        backoff_min: Duration::from_millis(300),
-        backoff_max: Duration::from_secs(1),
-        ..Default::default()
+    let Some(mut tracer) = start_with(&over_budget(Duration::from_millis(100))) else {
+        return;
     };
-    let mut tracer = match SyscallTracer::start(&config) {
-        Ok(t) => t,
-        Err(e @ (EbpfError::MissingCapability(_) | EbpfError::NoBtf)) => {
-            println!("skipping: {e}");
-            return;
-        }
-        Err(e) => panic!("eBPF start failed: {e}"),
+    let Some(queues) = (0..3).map(Queue::open).collect::<Option<Vec<Queue>>>() else {
+        println!("skipping: no POSIX message queues in this kernel");
+        return;
     };
-    let queues: Vec<Queue> = (0..3).map(Queue::open).collect();
     let fds: Vec<libc::c_int> = queues.iter().map(|q| q.fd).collect();
     // A thread that receives from the three queues in turn.
     let receiver = std::thread::spawn(move || {
@@ -436,24 +456,12 @@ fn ebpf_no_latency_spans_a_back_off() {
     });
     // It is now in its first receive, started while attached.
     std::thread::sleep(Duration::from_millis(100));
-    let _ = tracer.collect();
-    // The first collect measures the cost; keep syscalls flowing for it.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let busy = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let t0 = Instant::now();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                && t0.elapsed() < Duration::from_secs(10)
-            {
-                // SAFETY: getppid cannot fail.
-                unsafe { libc::syscall(libc::SYS_getppid) };
-            }
-        })
+    // The collect measures the programs' cost (syscalls kept flowing for it)
+    // and, over budget, detaches them.
+    let stats = {
+        let _busy = Busy::start();
+        tracer.collect().1
     };
-    let (_, stats) = tracer.collect();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    busy.join().unwrap();
     assert!(stats.backed_off, "over budget must detach: {stats:?}");
     // While detached: the first receive returns, the second starts.
     queues[0].send();
