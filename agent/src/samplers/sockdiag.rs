@@ -13,7 +13,8 @@
 //!
 //! TCP of both families in one walk: IPv4 and IPv6 TCP sockets live in the
 //! same hash tables (listening, bound, established), whose sizes follow RAM,
-//! not the number of sockets (262,144 established buckets on an 8 GiB host).
+//! not the number of sockets (established: one bucket per 128 KiB of RAM,
+//! rounded up to a power of two; 262,144 on a 24 GiB host).
 //! A `SOCK_DIAG_BY_FAMILY` request names one family, so dumping both walks
 //! every table twice. The older `TCPDIAG_GETSOCK` request (`struct
 //! inet_diag_req`, still served by `net/ipv4/inet_diag.c`) is answered with the
