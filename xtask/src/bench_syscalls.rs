@@ -382,7 +382,7 @@ fn program_stats() -> anyhow::Result<std::collections::BTreeMap<String, (u64, u6
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
-        .context("cannot run bpftool (apt-get install bpftool)")?;
+        .context("cannot run bpftool")?;
     if !out.status.success() {
         bail!("bpftool prog show failed");
     }
@@ -415,6 +415,17 @@ impl Drop for StatsSwitch {
 /// this process's cgroup its slot). The statistics' own clock reads are in
 /// every figure; the empty programs show how much that is.
 fn bpf_stats(helper: &std::path::Path, o: &Options) -> anyhow::Result<()> {
+    if Command::new("bpftool").arg("version").output().is_err() {
+        eprintln!("bench: installing bpftool (apt-get install -y bpftool)");
+        let st = Command::new("apt-get")
+            .args(["install", "-y", "bpftool"])
+            .stdout(Stdio::null())
+            .status()
+            .context("cannot run apt-get")?;
+        if !st.success() {
+            bail!("apt-get install -y bpftool failed");
+        }
+    }
     let old = std::fs::read_to_string(STATS_SYSCTL).context("kernel.bpf_stats_enabled")?;
     let _restore = StatsSwitch(old.trim().to_string());
     std::fs::write(STATS_SYSCTL, "1").context("cannot enable kernel.bpf_stats_enabled")?;

@@ -292,7 +292,7 @@ impl Links {
 }
 
 /// Attaches `choice`'s hook, falling back from tp_btf to raw tracepoints in
-/// `Auto` mode. `full` picks nodewatch's programs, otherwise the empty ones.
+/// `Auto` mode; `set` picks nodewatch's programs or a reference set.
 fn attach(ebpf: &mut Ebpf, choice: HookChoice, set: ProgramSet) -> Result<Links, EbpfError> {
     let links = attach_hook(ebpf, choice, set);
     // Loading parses the kernel's BTF (tens of MiB while it lasts). It is freed
