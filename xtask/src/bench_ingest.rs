@@ -656,16 +656,7 @@ fn ensure_prometheus() -> anyhow::Result<PathBuf> {
     if let Ok(p) = which_prometheus() {
         return Ok(p);
     }
-    eprintln!("installing Debian's prometheus (apt-get) ...");
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "prometheus"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("cannot run apt-get")?
-        .success();
-    if !ok {
-        bail!("apt-get install prometheus failed (run as root; apt-get update first)");
-    }
+    crate::bootstrap::apt_install(&["prometheus"])?;
     which_prometheus()
 }
 

@@ -217,21 +217,12 @@ struct NodeExporter {
 fn node_exporter_binary() -> anyhow::Result<std::path::PathBuf> {
     let path = std::path::PathBuf::from("/usr/bin/prometheus-node-exporter");
     if !path.exists() {
-        println!("installing prometheus-node-exporter (apt-get)");
-        let ok = Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "prometheus-node-exporter",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status()
-            .context("apt-get")?
-            .success();
-        if !ok || !path.exists() {
-            bail!("cannot install prometheus-node-exporter (apt-get update first? root?)");
+        crate::bootstrap::apt_install(&["prometheus-node-exporter"])?;
+        if !path.exists() {
+            bail!(
+                "apt-get installed prometheus-node-exporter but {} is missing",
+                path.display()
+            );
         }
     }
     Ok(path)

@@ -243,15 +243,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     ];
     if o.bpftrace {
         if Command::new("bpftrace").arg("--version").output().is_err() {
-            eprintln!("bench: installing bpftrace (apt-get install -y bpftrace)");
-            let st = Command::new("apt-get")
-                .args(["install", "-y", "bpftrace"])
-                .stdout(Stdio::null())
-                .status()
-                .context("cannot run apt-get")?;
-            if !st.success() {
-                bail!("apt-get install -y bpftrace failed");
-            }
+            crate::bootstrap::apt_install(&["bpftrace"])?;
         }
         setups.push(Setup::Bpftrace);
         // bpftrace's tracepoints need tracefs (not mounted in some containers);
@@ -416,15 +408,7 @@ impl Drop for StatsSwitch {
 /// every figure; the empty programs show how much that is.
 fn bpf_stats(helper: &std::path::Path, o: &Options) -> anyhow::Result<()> {
     if Command::new("bpftool").arg("version").output().is_err() {
-        eprintln!("bench: installing bpftool (apt-get install -y bpftool)");
-        let st = Command::new("apt-get")
-            .args(["install", "-y", "bpftool"])
-            .stdout(Stdio::null())
-            .status()
-            .context("cannot run apt-get")?;
-        if !st.success() {
-            bail!("apt-get install -y bpftool failed");
-        }
+        crate::bootstrap::apt_install(&["bpftool"])?;
     }
     let old = std::fs::read_to_string(STATS_SYSCTL).context("kernel.bpf_stats_enabled")?;
     let _restore = StatsSwitch(old.trim().to_string());

@@ -129,6 +129,26 @@ fn ensure_llvm() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs Debian packages a benchmark runs against (root, apt-get), with
+/// one line saying so; a clear error when that is not possible.
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let list = packages.join(" ");
+    eprintln!("installing {list} (apt-get)");
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot run apt-get")?
+        .success();
+    if !ok {
+        bail!("apt-get install {list} failed (run as root; apt-get update first)");
+    }
+    Ok(())
+}
+
 fn ensure_bpf_linker() -> anyhow::Result<()> {
     if quiet(Command::new("bpf-linker").arg("--version")) {
         return Ok(());
