@@ -1,27 +1,18 @@
-//! Kernel/user ABI of the nodewatch syscall-latency programs, and the
-//! histogram layout both sides agree on.
+//! Kernel/user ABI of the nodewatch syscall-latency programs.
 //!
 //! The crate builds for the BPF target (used by the programs in `main.rs`)
-//! and for the host (used by the agent to read the maps and by the collector
-//! to merge and query histograms; see [`hist`]).
+//! and for the host (used by the agent to read the maps).
 //!
-//! # Histogram layout (H2, log-linear)
+//! # Histogram layout
 //!
-//! Latencies are nanoseconds. With grouping power `G` ([`GROUPING_POWER`] = 3)
-//! values below `2^(G+1)` (16 ns) each get their own bucket; above that every
-//! power of two `[2^k, 2^(k+1))` is split into `2^G` (8) buckets of equal width.
-//! A bucket's width is at most `2^-G` (12.5 %) of its lower bound, so any
-//! percentile reported as a bucket's upper bound is within 12.5 % of the
-//! true value (relative error `<= 1/8`). Values at or above
-//! `2^MAX_VALUE_POWER` ns (about 68.7 s) land in the last bucket.
+//! The programs fill histograms in the layout of `nodewatch.v1.Histogram`,
+//! whose definition and math (bounds, merging, percentiles) live in
+//! `nodewatch_proto::hist`. This crate keeps only what the kernel needs to fill
+//! buckets: the layout's constants and a verifier-friendly [`bucket_index`].
+//! The agent asserts at compile time that the constants match and tests that
+//! both bucket indexes agree on every bucket bound.
 
 #![no_std]
-
-#[cfg(not(target_arch = "bpf"))]
-extern crate std;
-
-#[cfg(not(target_arch = "bpf"))]
-pub mod hist;
 
 /// Buckets per power of two = `2^GROUPING_POWER`.
 pub const GROUPING_POWER: u32 = 3;

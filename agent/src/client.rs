@@ -16,9 +16,6 @@ use tracing::{debug, error, info, warn};
 
 use crate::outbox::Outbox;
 
-/// Status metadata key naming the seq of a batch the collector refused.
-pub const REJECTED_SEQ_METADATA: &str = "nodewatch-rejected-seq";
-
 /// Why a stream to the collector ended.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -122,7 +119,7 @@ impl Client {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| SessionError::Connect(root_cause(&e)))?;
+            .map_err(|e| SessionError::Connect(nodewatch_proto::daemon::root_cause(&e)))?;
         let mut client = pb::ingest_client::IngestClient::new(channel)
             .max_encoding_message_size(nodewatch_proto::MAX_MESSAGE_BYTES)
             .max_decoding_message_size(nodewatch_proto::MAX_MESSAGE_BYTES);
@@ -177,7 +174,7 @@ impl Client {
                         // be resent forever and block everything after it.
                         if let Some(seq) = status
                                 .metadata()
-                                .get(REJECTED_SEQ_METADATA)
+                                .get(nodewatch_proto::REJECTED_SEQ_METADATA)
                                 .and_then(|v| v.to_str().ok())
                                 .and_then(|v| v.parse::<u64>().ok())
                         {
@@ -197,16 +194,6 @@ impl Client {
             }
         }
     }
-}
-
-fn root_cause(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg = s.to_string();
-        source = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

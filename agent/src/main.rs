@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -12,7 +12,8 @@ use nodewatch_agent::ebpf::{EbpfError, SyscallTracer};
 use nodewatch_agent::identity;
 use nodewatch_agent::outbox::Outbox;
 use nodewatch_agent::samplers::SamplerRegistry;
-use nodewatch_proto::pb;
+use nodewatch_proto::time::now_nanos;
+use nodewatch_proto::{daemon, pb};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -75,34 +76,14 @@ fn load(args: &Args) -> anyhow::Result<AgentConfig> {
     Ok(config)
 }
 
-fn unix_nanos(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
-/// Runs the daemon; errors are printed as one line with their causes, e.g.
-/// "error: invalid config file x.toml: TOML parse error ...".
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    daemon::exit_with(run())
 }
 
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log)
-                .with_context(|| format!("invalid --log filter {:?}", args.log))?,
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    daemon::init_logging(&args.log)?;
     let config = load(&args)?;
     let identity = identity::read(config.host_id.as_deref())?;
     info!(
@@ -191,7 +172,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let client_task = tokio::spawn(client.run(stop_rx));
 
-    shutdown_signal().await;
+    daemon::shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = client_task.await;
     let _ = tokio::task::spawn_blocking(move || sampling.join()).await;
@@ -218,7 +199,7 @@ fn sample_loop(
     while !*stop.borrow() {
         let now = Instant::now();
         let mut batch = pb::Batch {
-            time_unix_nano: unix_nanos(SystemTime::now()),
+            time_unix_nano: now_nanos(),
             ..Default::default()
         };
         registry.sample(&mut batch, now);
@@ -254,14 +235,5 @@ fn sample_loop(
             }
             std::thread::sleep(left.min(Duration::from_millis(100)));
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler cannot fail");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received, shutting down"),
-        _ = term.recv() => info!("SIGTERM received, shutting down"),
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nodewatch_agent::ebpf::{EbpfConfig, EbpfError, HookChoice, SyscallTracer, cgroups};
-use nodewatch_agent_ebpf::hist::{Dense, RELATIVE_ERROR};
+use nodewatch_proto::hist::{Dense, RELATIVE_ERROR};
 use nodewatch_proto::pb;
 
 /// The tests attach programs host-wide; one at a time keeps counts exact.

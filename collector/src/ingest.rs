@@ -24,9 +24,6 @@ use tracing::{debug, info, warn};
 use crate::state::{HostRegistry, StateError};
 use crate::validate::{self, ValidationLimits};
 
-/// Status metadata key naming the seq of a refused batch, so the agent can drop it.
-pub const REJECTED_SEQ_METADATA: &str = "nodewatch-rejected-seq";
-
 /// Counters of what the ingest path accepted and refused.
 #[derive(Debug, Default)]
 pub struct IngestCounters {
@@ -147,7 +144,9 @@ impl IngestPipeline {
                 .fetch_add(1, Ordering::Relaxed);
             let mut status = Status::invalid_argument(format!("batch {} rejected: {e}", batch.seq));
             if let Ok(value) = batch.seq.to_string().parse() {
-                status.metadata_mut().insert(REJECTED_SEQ_METADATA, value);
+                status
+                    .metadata_mut()
+                    .insert(nodewatch_proto::REJECTED_SEQ_METADATA, value);
             }
             return Err(status);
         }
@@ -164,7 +163,9 @@ impl IngestPipeline {
                     tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
                 ) && let Ok(value) = batch.seq.to_string().parse()
                 {
-                    status.metadata_mut().insert(REJECTED_SEQ_METADATA, value);
+                    status
+                        .metadata_mut()
+                        .insert(nodewatch_proto::REJECTED_SEQ_METADATA, value);
                 }
                 status
             })? {

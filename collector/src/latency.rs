@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use nodewatch_agent_ebpf::hist::{Dense, RELATIVE_ERROR, Sparse};
-use nodewatch_agent_ebpf::{GROUPING_POWER, MAX_VALUE_POWER};
+use nodewatch_proto::hist::{Dense, GROUPING_POWER, MAX_VALUE_POWER, RELATIVE_ERROR, Sparse};
 use nodewatch_proto::pb;
 use tonic::Status;
 

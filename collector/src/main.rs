@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use nodewatch_collector::config::CollectorConfig;
 use nodewatch_collector::server::Collector;
+use nodewatch_proto::daemon;
 use tracing::{info, warn};
 
 /// nodewatch collector: ingests agents' samples over gRPC and answers queries.
@@ -57,29 +58,14 @@ fn load(args: &Args) -> anyhow::Result<CollectorConfig> {
     Ok(config)
 }
 
-/// Runs the daemon; errors are printed as one line with their causes, e.g.
-/// "error: invalid config file x.toml: TOML parse error ...".
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    daemon::exit_with(run())
 }
 
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log)
-                .with_context(|| format!("invalid --log filter {:?}", args.log))?,
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    daemon::init_logging(&args.log)?;
     let config = load(&args)?;
     if !config.listen.ip().is_loopback() {
         warn!(
@@ -102,7 +88,7 @@ async fn run() -> anyhow::Result<()> {
     let collector = Collector::with_store(config, std::sync::Arc::new(store));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        daemon::shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
     let mut graceful = stop_rx.clone();
@@ -118,13 +104,4 @@ async fn run() -> anyhow::Result<()> {
     }
     info!("nodewatch-collector stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler cannot fail");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received, shutting down"),
-        _ = term.recv() => info!("SIGTERM received, shutting down"),
-    }
 }

@@ -236,7 +236,7 @@ async fn protocol_violations_get_clear_statuses() {
     assert_eq!(
         status
             .metadata()
-            .get(nodewatch_collector::ingest::REJECTED_SEQ_METADATA)
+            .get(nodewatch_proto::REJECTED_SEQ_METADATA)
             .unwrap(),
         "1"
     );

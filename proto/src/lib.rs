@@ -1,7 +1,15 @@
-//! The `nodewatch.v1` gRPC schema shared by the agent, the collector and the CLI.
+//! The `nodewatch.v1` wire contract and what both of its ends share.
 //!
 //! Generated code lives in [`pb`]; [`FILE_DESCRIPTOR_SET`] is the encoded
 //! descriptor set of every `.proto` file, served through gRPC reflection.
+//! Beside it: the histogram layout and its math ([`hist`]), time on the wire
+//! ([`time`]), the ingest metadata keys, and the process plumbing of the two
+//! daemons ([`daemon`]). The agent, the collector and the CLI all depend on this
+//! crate and on nothing of each other.
+
+pub mod daemon;
+pub mod hist;
+pub mod time;
 
 /// Generated messages and services of package `nodewatch.v1`.
 pub mod pb {
@@ -19,6 +27,11 @@ pub const DEFAULT_COLLECTOR_ADDR: &str = "127.0.0.1:7077";
 
 /// Largest message (encoded) the collector accepts and the agent sends, bytes.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// gRPC metadata key on a final refusal of one batch (`INVALID_ARGUMENT`,
+/// `RESOURCE_EXHAUSTED`): the refused batch's seq. The agent drops exactly
+/// that batch instead of resending it forever.
+pub const REJECTED_SEQ_METADATA: &str = "nodewatch-rejected-seq";
 
 #[cfg(test)]
 mod tests {

@@ -24,7 +24,7 @@ use nodewatch_agent_ebpf::{
     BUCKETS, CGROUP_MISS_ENTRIES, CGROUP_TABLE_ENTRIES, FAMILIES, GROUPING_POWER, MAX_CGROUP_SLOTS,
     MAX_SYSCALLS, MAX_VALUE_POWER, programs as names,
 };
-use nodewatch_proto::pb;
+use nodewatch_proto::{hist, pb};
 use serde::Deserialize;
 use tracing::{info, warn};
 
@@ -125,17 +125,7 @@ pub enum EbpfError {
     Map(&'static str, String),
 }
 
-/// One line with the whole error chain.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use nodewatch_proto::daemon::error_chain as chain;
 
 /// Hook flavour in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -466,8 +456,15 @@ impl PerCpuHists {
     }
 }
 
+// The kernel fills buckets in the wire layout of `nodewatch_proto::hist`.
+const _: () = assert!(
+    BUCKETS == hist::BUCKETS
+        && GROUPING_POWER == hist::GROUPING_POWER
+        && MAX_VALUE_POWER == hist::MAX_VALUE_POWER
+);
+
 fn histogram(dense: &[u64; BUCKETS]) -> pb::Histogram {
-    let s = nodewatch_agent_ebpf::hist::Sparse::from_dense(dense);
+    let s = hist::Sparse::from_dense(dense);
     pb::Histogram {
         grouping_power: GROUPING_POWER,
         max_value_power: MAX_VALUE_POWER,
@@ -875,6 +872,28 @@ impl Drop for SyscallTracer {
     fn drop(&mut self) {
         if let Some(l) = self.links.take() {
             l.detach(&mut self.ebpf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_bucket_index_matches_the_wire_layout() {
+        for i in 0..BUCKETS {
+            for v in [hist::bucket_lower(i), hist::bucket_upper(i)] {
+                assert_eq!(
+                    nodewatch_agent_ebpf::bucket_index(v),
+                    hist::bucket_index(v),
+                    "v={v}"
+                );
+                assert_eq!(nodewatch_agent_ebpf::bucket_index(v), i, "v={v}");
+            }
+        }
+        for v in [1u64 << 36, (1 << 40) + 7, u64::MAX] {
+            assert_eq!(nodewatch_agent_ebpf::bucket_index(v), hist::bucket_index(v));
         }
     }
 }

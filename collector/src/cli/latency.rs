@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use nodewatch_agent_ebpf::hist::{bucket_lower, bucket_upper};
+use nodewatch_proto::hist::{bucket_lower, bucket_upper};
 use nodewatch_proto::pb;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -196,7 +196,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nodewatch_agent_ebpf::hist::Dense;
+    use nodewatch_proto::hist::Dense;
 
     #[test]
     fn formats_durations() {

@@ -75,15 +75,10 @@ pub async fn connect(addr: &str) -> Result<Channel, CliError> {
         .map_err(|e| CliError::BadAddress(addr.to_string(), e.to_string()))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30));
-    endpoint.connect().await.map_err(|e| {
-        let mut msg = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            msg = s.to_string();
-            source = s.source();
-        }
-        CliError::Unreachable(uri, msg)
-    })
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| CliError::Unreachable(uri, nodewatch_proto::daemon::root_cause(&e)))
 }
 
 /// A query client on `channel` with the project's message size limit.

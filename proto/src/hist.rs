@@ -1,34 +1,106 @@
-//! Host-side histogram math on the H2 layout (see the crate docs): bucket
-//! bounds, sparse histograms, merging and percentiles. Shared by the agent
-//! (building sparse deltas) and the collector (merging over time ranges).
+//! The histogram layout of `nodewatch.v1.Histogram` and its math: bucket
+//! bounds, sparse and dense histograms, merging and percentiles. The agent
+//! builds sparse deltas with it, the collector merges and queries them, the
+//! CLI draws them; the eBPF programs keep only their own bucket index (the
+//! agent checks that it agrees with [`bucket_index`]).
+//!
+//! # Layout (H2, log-linear)
+//!
+//! Values are nanoseconds. With grouping power `g` values below `2^(g+1)` each
+//! get their own bucket; above that every power of two `[2^k, 2^(k+1))` is
+//! split into `2^g` buckets of equal width. A bucket's width is at most `2^-g`
+//! of its lower bound, so a percentile reported as a bucket's upper bound is
+//! within `2^-g` of the true value. nodewatch's agent uses `g` =
+//! [`GROUPING_POWER`] (3: 8 buckets per power of two, width <= 12.5 %) up to
+//! `2^MAX_VALUE_POWER` ns (about 68.7 s; larger values land in the last
+//! bucket). The store keeps any grouping power a histogram arrives with, so the
+//! generic functions take `g`.
 
-use std::vec::Vec;
+use std::collections::BTreeMap;
 
-use crate::{BUCKETS, GROUPING_POWER, MAX_VALUE_POWER, bucket_index};
+/// Buckets per power of two = `2^GROUPING_POWER` in the agent's histograms.
+pub const GROUPING_POWER: u32 = 3;
+/// The agent's histograms cover `0 ..= 2^MAX_VALUE_POWER - 1` nanoseconds.
+pub const MAX_VALUE_POWER: u32 = 36;
+/// Number of buckets of one of the agent's histograms.
+pub const BUCKETS: usize = (1 << (GROUPING_POWER + 1))
+    + ((MAX_VALUE_POWER - GROUPING_POWER - 1) as usize) * (1 << GROUPING_POWER);
 
 /// Largest relative error of a percentile reported as a bucket's upper bound: `2^-GROUPING_POWER`.
 pub const RELATIVE_ERROR: f64 = 1.0 / (1u64 << GROUPING_POWER) as f64;
 
-/// Smallest value held by bucket `index` (inclusive).
-pub fn bucket_lower(index: usize) -> u64 {
-    let cutoff = 1usize << (GROUPING_POWER + 1);
-    if index < cutoff {
-        return index as u64;
+/// Inclusive value range of bucket `index` for grouping power `g`.
+pub fn bucket_bounds(g: u32, index: u32) -> (u64, u64) {
+    let g = g.min(30);
+    let i = u64::from(index);
+    let k = i >> g;
+    let h = i - (k << g);
+    if k < 2 {
+        return (i, i);
     }
-    let per_power = 1usize << GROUPING_POWER;
-    let rel = index - cutoff;
-    let power = (rel / per_power) as u32 + GROUPING_POWER + 1;
-    let offset = (rel % per_power) as u64;
-    (1u64 << power) + (offset << (power - GROUPING_POWER))
+    let shift = (g + k as u32 - 1).min(63);
+    let width_shift = (k as u32 - 1).min(63);
+    let lower = (1u64 << shift).saturating_add(h.saturating_mul(1u64 << width_shift));
+    let upper = lower.saturating_add((1u64 << width_shift) - 1);
+    (lower, upper)
 }
 
-/// Largest value held by bucket `index` (inclusive). The last bucket also holds
-/// every larger (clamped) value.
-pub fn bucket_upper(index: usize) -> u64 {
-    if index + 1 >= BUCKETS {
-        return (1u64 << MAX_VALUE_POWER) - 1;
+/// Index of the bucket holding `value` for grouping power `g` (inverse of [`bucket_bounds`]).
+pub fn bucket_index_g(g: u32, value: u64) -> u32 {
+    let g = g.min(30);
+    if value < (1u64 << (g + 1)) {
+        return value as u32;
     }
-    bucket_lower(index + 1) - 1
+    let power = 63 - value.leading_zeros();
+    let offset = (value - (1u64 << power)) >> (power - g);
+    (((power - g + 1) as u64) << g) as u32 + offset as u32
+}
+
+/// Bucket of `value` (ns) in the agent's layout; values past the last bucket are clamped into it.
+pub fn bucket_index(value: u64) -> usize {
+    (bucket_index_g(GROUPING_POWER, value) as usize).min(BUCKETS - 1)
+}
+
+/// Smallest value held by bucket `index` of the agent's layout (inclusive).
+pub fn bucket_lower(index: usize) -> u64 {
+    bucket_bounds(GROUPING_POWER, index as u32).0
+}
+
+/// Largest value held by bucket `index` of the agent's layout (inclusive). The
+/// last bucket also holds every larger (clamped) value.
+pub fn bucket_upper(index: usize) -> u64 {
+    bucket_bounds(GROUPING_POWER, index.min(BUCKETS - 1) as u32).1
+}
+
+/// Value at quantile `q` (0..=1) of ascending `(index, count)` buckets holding
+/// `total` events: the upper bound of the bucket holding the event of rank
+/// `ceil(q * total)`, so the true value is at most this and within one bucket
+/// width below it. `None` when empty. The one percentile rule of every
+/// histogram in nodewatch.
+pub fn percentile_of(
+    g: u32,
+    buckets: impl IntoIterator<Item = (u32, u64)>,
+    total: u64,
+    q: f64,
+) -> Option<u64> {
+    if total == 0 {
+        return None;
+    }
+    let q = q.clamp(0.0, 1.0);
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0u64;
+    let mut last = None;
+    for (i, c) in buckets {
+        if c == 0 {
+            continue;
+        }
+        seen = seen.saturating_add(c);
+        last = Some(i);
+        if seen >= rank {
+            return Some(bucket_bounds(g, i).1);
+        }
+    }
+    last.map(|i| bucket_bounds(g, i).1)
 }
 
 /// A sparse histogram in the shared layout: ascending bucket indices with their counts.
@@ -102,7 +174,7 @@ pub struct Dense {
 impl Default for Dense {
     fn default() -> Self {
         Self {
-            counts: std::vec![0; BUCKETS],
+            counts: vec![0; BUCKETS],
         }
     }
 }
@@ -144,20 +216,8 @@ impl Dense {
     /// event of rank `ceil(q * total)`, so the true value is at most this and at
     /// least `value * (1 - RELATIVE_ERROR)`-ish (within one bucket). `None` when empty.
     pub fn percentile(&self, q: f64) -> Option<u64> {
-        let total = self.total();
-        if total == 0 {
-            return None;
-        }
-        let q = q.clamp(0.0, 1.0);
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0u64;
-        for (i, &c) in self.counts.iter().enumerate() {
-            seen = seen.saturating_add(c);
-            if seen >= rank {
-                return Some(bucket_upper(i));
-            }
-        }
-        Some(bucket_upper(BUCKETS - 1))
+        let buckets = self.counts.iter().enumerate().map(|(i, &c)| (i as u32, c));
+        percentile_of(GROUPING_POWER, buckets, self.total(), q)
     }
 
     /// Upper bound of the highest non-empty bucket. `None` when empty.
@@ -168,6 +228,37 @@ impl Dense {
     /// Bounds of the lowest non-empty bucket. `None` when empty.
     pub fn min(&self) -> Option<u64> {
         self.counts.iter().position(|&c| c != 0).map(bucket_lower)
+    }
+}
+
+/// A merge of sparse histograms of any grouping power (the store's view):
+/// bucket index -> count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Merged {
+    /// Counts by bucket index.
+    pub buckets: BTreeMap<u32, u64>,
+}
+
+impl Merged {
+    /// Adds sparse (index, count) pairs.
+    pub fn add(&mut self, sparse: &[(u32, u64)]) {
+        for &(i, c) in sparse {
+            let e = self.buckets.entry(i).or_default();
+            *e = e.saturating_add(c);
+        }
+    }
+
+    /// Total count.
+    pub fn count(&self) -> u64 {
+        self.buckets
+            .values()
+            .fold(0u64, |a, &c| a.saturating_add(c))
+    }
+
+    /// The `p`-th percentile (0..=100) for grouping power `g`, by [`percentile_of`].
+    pub fn percentile(&self, g: u32, p: f64) -> Option<u64> {
+        let buckets = self.buckets.iter().map(|(&i, &c)| (i, c));
+        percentile_of(g, buckets, self.count(), p / 100.0)
     }
 }
 
@@ -267,5 +358,58 @@ mod tests {
             Sparse::validate(3, 36, &[9999], &[1]),
             Err(HistError::Index(9999))
         );
+    }
+
+    #[test]
+    fn generic_index_and_bounds_agree() {
+        for g in [0u32, 2, 4, 7] {
+            for v in (0..5000u64).chain([1 << 20, (1 << 33) + 12345, u64::MAX >> 2]) {
+                let i = bucket_index_g(g, v);
+                let (lo, hi) = bucket_bounds(g, i);
+                assert!(lo <= v && v <= hi, "g={g} v={v} i={i} [{lo},{hi}]");
+                if v > 1 << (g + 1) {
+                    // Relative width bounded by 2^-g.
+                    assert!((hi - lo) as f64 / lo as f64 <= 1.0 / f64::from(1u32 << g) + 1e-12);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn percentiles_of_merged_histograms() {
+        let g = 4;
+        let mut m = Merged::default();
+        // 90 fast calls around 1 us, 10 slow ones around 1 ms, in two samples.
+        m.add(&[(bucket_index_g(g, 1_000), 50)]);
+        m.add(&[
+            (bucket_index_g(g, 1_000), 40),
+            (bucket_index_g(g, 1_000_000), 10),
+        ]);
+        assert_eq!(m.count(), 100);
+        let p50 = m.percentile(g, 50.0).unwrap();
+        let p99 = m.percentile(g, 99.0).unwrap();
+        assert!((1_000..=1_000 + 1_000 / 16).contains(&p50), "{p50}");
+        assert!(
+            (1_000_000..=1_000_000 + 1_000_000 / 16).contains(&p99),
+            "{p99}"
+        );
+        assert_eq!(Merged::default().percentile(g, 50.0), None);
+    }
+
+    #[test]
+    fn dense_and_merged_agree_on_the_agents_layout() {
+        let mut d = Dense::default();
+        let mut m = Merged::default();
+        for v in [3u64, 900, 1_000, 1_000, 70_000, 5_000_000, 1 << 40] {
+            d.record(v);
+            m.add(&[(bucket_index(v) as u32, 1)]);
+        }
+        for q in [0.0, 0.1, 0.5, 0.9, 0.99, 1.0] {
+            assert_eq!(
+                d.percentile(q),
+                m.percentile(GROUPING_POWER, q * 100.0),
+                "q={q}"
+            );
+        }
     }
 }
