@@ -13,8 +13,87 @@ pub const DEFAULT_LISTEN: &str = nodewatch_proto::DEFAULT_COLLECTOR_ADDR;
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/nodewatch";
 /// Default in-memory history per host.
 pub const DEFAULT_HISTORY: Duration = Duration::from_secs(15 * 60);
-/// Default maximum number of hosts.
+/// Most recent batches kept in memory per host, whatever their age.
+pub const DEFAULT_MAX_HISTORY_BATCHES: usize = 1_800;
+/// Default maximum number of hosts (registry and store).
 pub const DEFAULT_MAX_HOSTS: usize = 10_000;
+/// Default oldest batch accepted, by the collector's clock: agents replay what
+/// they kept during an outage. Equal to the default retention: an older batch
+/// would be deleted by the next retention pass anyway.
+pub const DEFAULT_MAX_BATCH_AGE: Duration = DEFAULT_RETENTION;
+/// Default furthest a batch may be ahead of the collector's clock.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(10 * 60);
+
+/// Default retention of stored samples.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(15 * 24 * 3600);
+/// Default limit of active series per host.
+pub const DEFAULT_MAX_SERIES_PER_HOST: usize = 100_000;
+/// Default span of the in-memory head before it is cut into chunks.
+pub const DEFAULT_CHUNK_DURATION: Duration = Duration::from_secs(20 * 60);
+/// Default cap of head memory.
+pub const DEFAULT_HEAD_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Default cap of the current WAL segment.
+pub const DEFAULT_WAL_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// Default interval of the retention pass.
+pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(10 * 60);
+/// Default number of agent runs remembered per host for de-duplication.
+pub const DEFAULT_MAX_RUNS_PER_HOST: usize = 32;
+
+/// Store settings (the `[store]` table of the collector configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// How long samples are kept; older chunks are deleted in the background.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Most series one host may have active in the head; a batch that would create
+    /// more is refused with RESOURCE_EXHAUSTED.
+    pub max_series_per_host: usize,
+    /// Most hosts the store accepts: the top-level `max_hosts` (not a key of `[store]`).
+    #[serde(skip)]
+    pub max_hosts: usize,
+    /// Samples timestamped further than this ahead of the collector clock are
+    /// refused: the top-level `max_clock_skew` (not a key of `[store]`).
+    #[serde(skip)]
+    pub max_future_skew: Duration,
+    /// Samples older than this (collector clock) are refused: the top-level
+    /// `max_batch_age` (not a key of `[store]`).
+    #[serde(skip)]
+    pub max_sample_age: Duration,
+    /// Span of the in-memory head before it is written out as compressed chunks.
+    #[serde(with = "humantime_serde")]
+    pub chunk_duration: Duration,
+    /// Head memory that triggers an early cut, bytes.
+    pub head_max_bytes: u64,
+    /// WAL segment size that triggers an early cut, bytes.
+    pub wal_max_bytes: u64,
+    /// Interval of the retention pass.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
+    /// Agent runs remembered per host for de-duplication (least recently used dropped).
+    pub max_runs_per_host: usize,
+    /// fsync the WAL before acknowledging appends. `false` acknowledges data that a
+    /// crash or power loss can lose: only for measuring the in-memory path.
+    pub fsync: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            retention: DEFAULT_RETENTION,
+            max_series_per_host: DEFAULT_MAX_SERIES_PER_HOST,
+            max_hosts: DEFAULT_MAX_HOSTS,
+            max_future_skew: DEFAULT_MAX_CLOCK_SKEW,
+            max_sample_age: DEFAULT_MAX_BATCH_AGE,
+            chunk_duration: DEFAULT_CHUNK_DURATION,
+            head_max_bytes: DEFAULT_HEAD_MAX_BYTES,
+            wal_max_bytes: DEFAULT_WAL_MAX_BYTES,
+            retention_interval: DEFAULT_RETENTION_INTERVAL,
+            max_runs_per_host: DEFAULT_MAX_RUNS_PER_HOST,
+            fsync: true,
+        }
+    }
+}
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +150,7 @@ pub struct CollectorConfig {
     /// The embedded time-series store (`[store]` table). Its `max_hosts`,
     /// `max_sample_age` and `max_future_skew` are taken from the top-level
     /// `max_hosts`, `max_batch_age` and `max_clock_skew`.
-    pub store: crate::store::StoreConfig,
+    pub store: StoreConfig,
 }
 
 impl Default for CollectorConfig {
@@ -82,10 +161,10 @@ impl Default for CollectorConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             history: DEFAULT_HISTORY,
             max_hosts: DEFAULT_MAX_HOSTS,
-            max_batch_age: Duration::from_secs(15 * 24 * 3600),
-            max_clock_skew: Duration::from_secs(600),
+            max_batch_age: DEFAULT_MAX_BATCH_AGE,
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             max_message_bytes: nodewatch_proto::MAX_MESSAGE_BYTES,
-            store: crate::store::StoreConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -109,8 +188,8 @@ impl CollectorConfig {
     }
 
     /// The store settings with the collector-wide limits applied.
-    pub fn store_config(&self) -> crate::store::StoreConfig {
-        crate::store::StoreConfig {
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
             max_hosts: self.max_hosts,
             max_sample_age: self.max_batch_age,
             max_future_skew: self.max_clock_skew,

@@ -1,14 +1,13 @@
-//! nodewatch collector: ingest from agents, in-memory host state, queries,
-//! and the `nodewatch` CLI's client code.
+//! nodewatch collector: ingest from agents, the embedded store, host state and
+//! queries. Data flows one way: `grpc::ingest` -> `ingest` -> `store` + `hosts`
+//! -> `query` -> `grpc::query`; `metrics` names every series for the store (and
+//! the exporters to come). Only `grpc` knows tonic.
 
-pub mod cli;
+pub mod app;
 pub mod config;
+pub mod grpc;
+pub mod hosts;
 pub mod ingest;
-pub mod latency;
+pub mod metrics;
 pub mod query;
-pub mod series_query;
-pub mod server;
-pub mod state;
 pub mod store;
-pub mod top;
-pub mod validate;

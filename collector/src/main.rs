@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use nodewatch_collector::app::Collector;
 use nodewatch_collector::config::CollectorConfig;
-use nodewatch_collector::server::Collector;
+use nodewatch_collector::grpc;
 use nodewatch_proto::daemon;
 use tracing::{info, warn};
 
@@ -83,9 +84,9 @@ async fn run() -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         "nodewatch-collector starting"
     );
-    let store = nodewatch_collector::store::Store::open(&config.data_dir, config.store_config())
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-    let collector = Collector::with_store(config, std::sync::Arc::new(store));
+    let data_dir = config.data_dir.clone();
+    let collector = Collector::open(config)
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         daemon::shutdown_signal().await;
@@ -94,7 +95,7 @@ async fn run() -> anyhow::Result<()> {
     let mut graceful = stop_rx.clone();
     let mut forced = stop_rx;
     tokio::select! {
-        result = collector.serve(listener, async move {
+        result = grpc::serve(&collector, listener, async move {
             let _ = graceful.wait_for(|stop| *stop).await;
         }) => result?,
         _ = async move {

@@ -1,12 +1,12 @@
 //! End to end with the real binaries: nodewatch-collector, nodewatch-agent, nodewatch.
 
-mod common;
+mod support;
 
 use std::io::Write as _;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 
 fn meminfo_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")

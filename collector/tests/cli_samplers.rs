@@ -1,12 +1,12 @@
 //! End to end with the real binaries: an agent with its passes shrunk to 1 s
 //! by configuration, a collector, and `nodewatch top | disks | conns`.
 
-mod common;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{agent, cli, collector, free_addr, hosts_json, wait_for};
+use support::{agent, cli, collector, free_addr, hosts_json, wait_for};
 
 struct Child(std::process::Child);
 

@@ -1,22 +1,32 @@
 //! End to end in one process: the collector's services over an in-memory
 //! duplex transport (no ports), driven by the generated clients.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod support;
+
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use nodewatch_collector::app::Collector;
 use nodewatch_collector::config::CollectorConfig;
-use nodewatch_collector::server::Collector;
+use nodewatch_collector::grpc;
 use nodewatch_proto::pb;
 use nodewatch_proto::pb::agent_message::Kind as AgentKind;
 use nodewatch_proto::pb::collector_message::Kind as CollectorKind;
+use nodewatch_proto::time::now_nanos;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Server};
 
-/// Serves a fresh collector over duplex pipes; returns a channel to it.
-async fn start() -> (Collector, Channel) {
-    let collector = Collector::new(CollectorConfig::default());
-    let routes = collector.routes().await.unwrap();
+/// Serves a fresh collector (its store in a temporary directory) over duplex
+/// pipes; returns it, a channel to it and the directory (removed on drop).
+async fn start() -> (Collector, Channel, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CollectorConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..CollectorConfig::default()
+    };
+    let collector = Collector::open(config).unwrap();
+    let routes = grpc::routes(&collector).await.unwrap();
     let (conn_tx, conn_rx) = mpsc::channel::<tokio::io::DuplexStream>(4);
     tokio::spawn(async move {
         let incoming = ReceiverStream::new(conn_rx).map(Ok::<_, std::io::Error>);
@@ -40,45 +50,24 @@ async fn start() -> (Collector, Channel) {
         }))
         .await
         .unwrap();
-    (collector, channel)
+    (collector, channel, dir)
 }
 
 use tokio_stream::StreamExt as _;
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
 fn hello(host_id: &str, run_id: u64) -> pb::AgentMessage {
     pb::AgentMessage {
-        kind: Some(AgentKind::Hello(pb::Hello {
-            host: Some(pb::HostIdentity {
-                host_id: host_id.into(),
-                hostname: format!("{host_id}.example"),
-                ..Default::default()
-            }),
-            agent_version: "test".into(),
-            run_id,
-            ..Default::default()
-        })),
+        kind: Some(AgentKind::Hello(support::hello(host_id, run_id))),
     }
 }
 
 fn batch(seq: u64, available: u64) -> pb::AgentMessage {
+    let mut b = support::batch(seq, now_nanos());
+    if let Some(m) = b.memory.as_mut() {
+        m.available_bytes = available;
+    }
     pb::AgentMessage {
-        kind: Some(AgentKind::Batch(pb::Batch {
-            seq,
-            time_unix_nano: now_ns(),
-            memory: Some(pb::MemoryStats {
-                total_bytes: 1000,
-                available_bytes: available,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })),
+        kind: Some(AgentKind::Batch(b)),
     }
 }
 
@@ -118,7 +107,7 @@ async fn exchange(
 
 #[tokio::test]
 async fn hello_batches_acks_and_queries() {
-    let (_collector, channel) = start().await;
+    let (_collector, channel, _dir) = start().await;
     let (replies, status) = exchange(
         channel.clone(),
         vec![hello("host-a", 7), batch(1, 400), batch(2, 250)],
@@ -161,7 +150,7 @@ async fn hello_batches_acks_and_queries() {
 
 #[tokio::test]
 async fn replayed_batches_are_stored_once() {
-    let (collector, channel) = start().await;
+    let (collector, channel, _dir) = start().await;
     exchange(
         channel.clone(),
         vec![hello("host-b", 1), batch(1, 10), batch(2, 10)],
@@ -190,7 +179,7 @@ async fn replayed_batches_are_stored_once() {
 
 #[tokio::test]
 async fn protocol_violations_get_clear_statuses() {
-    let (collector, channel) = start().await;
+    let (collector, channel, _dir) = start().await;
     // A Batch before Hello.
     let (_, status) = exchange(channel.clone(), vec![batch(1, 1)], 1).await;
     let status = status.expect("stream must fail");
@@ -264,7 +253,7 @@ async fn protocol_violations_get_clear_statuses() {
 
 #[tokio::test]
 async fn oversized_messages_are_refused() {
-    let (_collector, channel) = start().await;
+    let (_collector, channel, _dir) = start().await;
     let mut big = batch(1, 1);
     if let Some(AgentKind::Batch(b)) = &mut big.kind {
         b.processes = (0..200_000)
@@ -287,7 +276,7 @@ async fn reflection_v1_lists_every_service() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let (_collector, channel) = start().await;
+    let (_collector, channel, _dir) = start().await;
     let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),

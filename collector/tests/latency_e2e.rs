@@ -2,12 +2,12 @@
 //! programs → collector → `nodewatch latency --output json`. Needs root (the
 //! agent loads eBPF programs); prints `skipping: <reason>` otherwise.
 
-mod common;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{bin, cli, collector, free_addr, wait_for};
+use support::{bin, cli, collector, free_addr, wait_for};
 
 #[test]
 fn latency_of_a_getppid_loop_reaches_the_cli() {

@@ -2,12 +2,12 @@
 //! reflection: Python's grpcio-reflection (v1alpha) lists the services,
 //! describes messages and calls Query.ListHosts against the real collector.
 
-mod common;
+mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 #[test]
 fn reflection_only_client_lists_describes_and_calls() {

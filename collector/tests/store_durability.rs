@@ -1,60 +1,27 @@
 //! The real collector binary with its store: kill -9 keeps every acknowledged
 //! batch, replays are stored once, bad input gets clear statuses.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::*;
+use nodewatch_proto::time::now_nanos;
+
 use nodewatch_proto::pb;
 use nodewatch_proto::pb::agent_message::Kind as AgentKind;
 use nodewatch_proto::pb::collector_message::Kind as CollectorKind;
+use support::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 const SEC: i64 = 1_000_000_000;
 const HOST: &str = "0123456789abcdef0123456789abcdef";
 
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
-fn hello(host: &str, run_id: u64) -> pb::Hello {
-    pb::Hello {
-        host: Some(pb::HostIdentity {
-            host_id: host.into(),
-            hostname: format!("durable-{}", &host[..4]),
-            ..Default::default()
-        }),
-        agent_version: "0.1.0".into(),
-        run_id,
-        ..Default::default()
-    }
-}
-
 fn batch(seq: u64, t: i64, procs: u32) -> pb::Batch {
     pb::Batch {
-        seq,
-        time_unix_nano: t,
-        cpu: Some(pb::CpuStats {
-            load1: seq as f64,
-            context_switches: seq * 1000,
-            ..Default::default()
-        }),
-        processes: (0..procs)
-            .map(|p| pb::ProcessStats {
-                pid: 1000 + p,
-                start_time_ticks: 1,
-                name: format!("p{p}"),
-                rss_bytes: 4096,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
+        processes: processes(procs),
+        ..support::batch(seq, t)
     }
 }
 
@@ -175,7 +142,7 @@ async fn kill_9_keeps_every_acknowledged_batch_and_replay_adds_nothing() {
     collector.kill9();
     drop(s);
 
-    let _collector = common::collector(addr, dir.path(), &["--config", &cfg_s]);
+    let _collector = support::collector(addr, dir.path(), &["--config", &cfg_s]);
     // The host is known again before its agent reconnects (restored from the store).
     let hosts = query(addr)
         .await

@@ -6,9 +6,7 @@
 //! - `test`: bootstrap, then run every test (kernel tests included; root needed for those).
 //! - `bench <name>`: on-demand benchmarks that report ratios against a reference.
 
-mod bench_ingest;
-mod bench_samplers;
-mod bench_syscalls;
+mod bench;
 mod bootstrap;
 mod up;
 
@@ -123,16 +121,16 @@ fn main() -> anyhow::Result<()> {
             args,
         } => {
             bootstrap::ensure()?;
-            bench_samplers::run(&args)
+            bench::samplers::run(&args)
         }
         Cmd::Bench {
             name: BenchName::Ingest,
             args,
-        } => bench_ingest::run(&args),
+        } => bench::ingest::run(&args),
         Cmd::Bench { name, args } => {
             bootstrap::ensure()?;
             match name {
-                BenchName::Syscalls => bench_syscalls::run(&args),
+                BenchName::Syscalls => bench::syscalls::run(&args),
                 _ => bail!("benchmark {name:?} is not available in this build"),
             }
         }

@@ -1,6 +1,7 @@
+use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::*;
 
@@ -42,7 +43,10 @@ fn batch(seq: u64, t: i64, procs: u32) -> pb::Batch {
             latency_ns: Some(pb::Histogram {
                 grouping_power: 4,
                 max_value_power: 40,
-                indices: vec![hist::bucket_index(4, 1000), hist::bucket_index(4, 50_000)],
+                indices: vec![
+                    nodewatch_proto::hist::bucket_index_g(4, 1000),
+                    nodewatch_proto::hist::bucket_index_g(4, 50_000),
+                ],
                 counts: vec![2, 1],
             }),
         }],
@@ -141,7 +145,7 @@ async fn samples_are_queryable_from_head_chunks_and_after_reopen() {
         .read_histograms("h1", hs[0].sid, i64::MIN, i64::MAX)
         .unwrap();
     assert_eq!(h.len(), 80);
-    let mut merged = hist::MergedHistogram::default();
+    let mut merged = nodewatch_proto::hist::Merged::default();
     for (_, _, s) in &h {
         merged.add(s);
     }

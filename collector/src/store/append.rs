@@ -1,0 +1,230 @@
+//! Appending one batch to the head in two steps around the WAL write:
+//! [`prepare`] checks de-duplication and limits and resolves the batch's series
+//! before its record is written; [`apply`] adds its samples once the record is
+//! durable (or replayed from the WAL at start-up).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use nodewatch_proto::pb;
+use tracing::warn;
+
+use super::codec::{self, Runs, XorEncoder};
+use super::head::{Body, Head, OpenSeries, Resolved, Resolver, RunState, SeriesMeta};
+use super::{StoreConfig, StoreCounters, StoreError};
+
+/// Checks a batch against dedup state and limits and resolves its series.
+/// `Ok(None)` = duplicate.
+pub(super) fn prepare(
+    head: &mut Head,
+    config: &StoreConfig,
+    counters: &StoreCounters,
+    host_id: &str,
+    run_id: u64,
+    batch: &pb::Batch,
+) -> Result<Option<Resolved>, StoreError> {
+    head.clock += 1;
+    let clock = head.clock;
+    let h = match head.host_mut(host_id, config.max_hosts) {
+        Ok(h) => h,
+        Err(e) => {
+            counters.rejected_hosts.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    if let Some(r) = h.runs.get_mut(&run_id) {
+        r.used = clock;
+        if batch.seq <= r.accepted {
+            return Ok(None);
+        }
+    }
+    if batch.time_unix_nano <= h.last_time() {
+        // Stored in order only: the run's seq still advances so the agent moves on.
+        return Ok(Some(Resolved::default()));
+    }
+    let mut r = Resolver {
+        host: h,
+        out: Resolved::default(),
+        new_keys: Vec::new(),
+        new_index: HashMap::new(),
+    };
+    crate::metrics::map_batch(batch, &mut r);
+    let Resolver { out, new_keys, .. } = r;
+    // Active series after this batch: open ones plus new ones plus existing but
+    // currently closed ones this batch reopens.
+    let reopened = out
+        .scalars
+        .iter()
+        .map(|s| s.0)
+        .chain(out.histograms.iter().map(|s| s.0))
+        .filter(|&sid| (sid as usize) < h.series.len() && h.series[sid as usize].open.is_none())
+        .count();
+    let would_have = h.active + reopened + new_keys.len();
+    if would_have > config.max_series_per_host {
+        counters
+            .rejected_cardinality
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(StoreError::CardinalityExceeded {
+            host_id: host_id.to_string(),
+            would_have,
+            limit: config.max_series_per_host,
+        });
+    }
+    let mut out = out;
+    let mut index_bytes = 0;
+    if !new_keys.is_empty() {
+        let base = h.series.len() as u32;
+        for (key, kind) in new_keys {
+            let key: Arc<str> = Arc::from(key);
+            index_bytes += key.len() * 2 + 96;
+            let sid = h.series.len() as u32;
+            h.index.insert(key.clone(), sid);
+            h.series.push(SeriesMeta {
+                key,
+                kind,
+                last_time: i64::MIN,
+                open: None,
+                dirty: true,
+            });
+        }
+        // Temporary ids count down from u32::MAX; existing ids are below `base`.
+        let fix = |sid: &mut u32| {
+            if *sid >= base {
+                *sid = base + (u32::MAX - *sid);
+            }
+        };
+        for s in &mut out.scalars {
+            fix(&mut s.0);
+        }
+        for s in &mut out.histograms {
+            fix(&mut s.0);
+        }
+    }
+    let run = h.runs.entry(run_id).or_insert(RunState {
+        accepted: 0,
+        durable: 0,
+        used: clock,
+    });
+    run.accepted = batch.seq;
+    if h.runs.len() > config.max_runs_per_host.max(1)
+        && let Some((&oldest, _)) = h
+            .runs
+            .iter()
+            .filter(|(k, _)| **k != run_id)
+            .min_by_key(|(_, r)| r.used)
+    {
+        h.runs.remove(&oldest);
+    }
+    head.index_bytes += index_bytes;
+    Ok(Some(out))
+}
+
+/// Applies a durable, resolved batch to the head.
+pub(super) fn apply(
+    head: &mut Head,
+    counters: &StoreCounters,
+    host_id: &str,
+    run_id: u64,
+    batch: &Arc<pb::Batch>,
+    resolved: Resolved,
+    received: i64,
+) {
+    let Some(h) = head.hosts.get_mut(host_id) else {
+        return;
+    };
+    if let Some(r) = h.runs.get_mut(&run_id) {
+        r.durable = r.durable.max(batch.seq);
+    }
+    h.last_seen_unix_nano = h.last_seen_unix_nano.max(received);
+    h.dirty = true;
+    if resolved.scalars.is_empty() && resolved.histograms.is_empty() {
+        if batch.time_unix_nano <= h.last_time() {
+            counters
+                .out_of_order_batches
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(
+                host_id,
+                seq = batch.seq,
+                "batch time not after the host's latest; samples dropped"
+            );
+        }
+        return;
+    }
+    h.latest.update(batch);
+    let t = batch.time_unix_nano;
+    h.newest_time = t;
+    let idx = h.times.len() as u32;
+    h.times.push(t);
+    let mut grown = 8usize;
+    let mut samples = 0u64;
+    for (sid, v) in resolved.scalars {
+        let Some(s) = h.series.get_mut(sid as usize) else {
+            continue;
+        };
+        if s.last_time >= t {
+            continue; // the same key twice in one batch
+        }
+        if s.open.is_none() {
+            h.active += 1;
+            s.open = Some(OpenSeries {
+                runs: Runs::new(),
+                body: Body::Scalar {
+                    xor: XorEncoder::default(),
+                },
+            });
+        }
+        let Some(open) = s.open.as_mut() else {
+            continue;
+        };
+        let before = open.heap_bytes();
+        if let Body::Scalar { xor } = &mut open.body {
+            xor.push(v);
+            codec::runs_push(&mut open.runs, idx);
+        }
+        grown += open.heap_bytes().saturating_sub(before);
+        s.last_time = t;
+        s.dirty = true;
+        samples += 1;
+    }
+    for (sid, layout, indices, counts) in resolved.histograms {
+        let Some(s) = h.series.get_mut(sid as usize) else {
+            continue;
+        };
+        if s.last_time >= t {
+            continue;
+        }
+        if s.open.is_none() {
+            h.active += 1;
+            s.open = Some(OpenSeries {
+                runs: Runs::new(),
+                body: Body::Histogram {
+                    layout,
+                    body: Vec::new(),
+                },
+            });
+        }
+        let Some(open) = s.open.as_mut() else {
+            continue;
+        };
+        let before = open.heap_bytes();
+        if let Body::Histogram { layout: l, body } = &mut open.body {
+            if *l != layout {
+                counters
+                    .histogram_layout_changes
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            codec::histogram_push(body, &indices, &counts);
+            codec::runs_push(&mut open.runs, idx);
+        }
+        grown += open.heap_bytes().saturating_sub(before);
+        s.last_time = t;
+        s.dirty = true;
+        samples += 1;
+    }
+    head.open_bytes += grown;
+    counters
+        .samples_stored
+        .fetch_add(samples, Ordering::Relaxed);
+}

@@ -1,0 +1,198 @@
+//! The in-memory head: per host the open chunks of the current generation
+//! (already compressed), the time column, the series index, the runs' durable
+//! seqs and the latest parts of its batches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nodewatch_proto::pb;
+
+use super::codec::{HistogramLayout, Runs, XorEncoder};
+use super::schema::HostRecord;
+use super::{SeriesKind, StoreError};
+use crate::hosts::LatestParts;
+use crate::metrics::SampleSink;
+
+#[derive(Debug)]
+pub(super) enum Body {
+    Scalar {
+        xor: XorEncoder,
+    },
+    Histogram {
+        layout: HistogramLayout,
+        body: Vec<u8>,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct OpenSeries {
+    pub(super) runs: Runs,
+    pub(super) body: Body,
+}
+
+impl OpenSeries {
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.runs.capacity() * 8
+            + match &self.body {
+                Body::Scalar { xor, .. } => xor.heap_bytes(),
+                Body::Histogram { body, .. } => body.capacity(),
+            }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct SeriesMeta {
+    pub(super) key: Arc<str>,
+    pub(super) kind: SeriesKind,
+    pub(super) last_time: i64,
+    /// Open chunk of the current head generation.
+    pub(super) open: Option<OpenSeries>,
+    /// Not yet written to the series table.
+    pub(super) dirty: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RunState {
+    /// Highest seq accepted into a commit group (durable once that group synced).
+    pub(super) accepted: u64,
+    /// Highest durable seq.
+    pub(super) durable: u64,
+    /// Logical clock of the last use, for least-recently-used eviction.
+    pub(super) used: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct HostHead {
+    pub(super) no: u32,
+    pub(super) hello: Option<pb::Hello>,
+    pub(super) last_seen_unix_nano: i64,
+    pub(super) latest: LatestParts,
+    pub(super) runs: HashMap<u64, RunState>,
+    pub(super) index: HashMap<Arc<str>, u32>,
+    pub(super) series: Vec<SeriesMeta>,
+    /// Series with an open chunk.
+    pub(super) active: usize,
+    /// Batch times of the current generation, ascending.
+    pub(super) times: Vec<i64>,
+    /// Host record changed since the last flush.
+    pub(super) dirty: bool,
+    /// Time of the newest stored batch (batches are stored in time order).
+    pub(super) newest_time: i64,
+}
+
+impl HostHead {
+    pub(super) fn new(no: u32) -> Self {
+        Self {
+            no,
+            hello: None,
+            last_seen_unix_nano: 0,
+            latest: LatestParts::default(),
+            runs: HashMap::new(),
+            index: HashMap::new(),
+            series: Vec::new(),
+            active: 0,
+            times: Vec::new(),
+            dirty: true,
+            newest_time: i64::MIN,
+        }
+    }
+
+    pub(super) fn last_time(&self) -> i64 {
+        self.newest_time
+    }
+
+    pub(super) fn record(&self) -> HostRecord {
+        HostRecord {
+            no: self.no,
+            hello: self.hello.clone(),
+            last_seen_unix_nano: self.last_seen_unix_nano,
+            latest: self.latest.merged(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Head {
+    pub(super) hosts: HashMap<String, HostHead>,
+    pub(super) next_host_no: u32,
+    /// Logical clock for run eviction.
+    pub(super) clock: u64,
+    /// Estimated heap bytes of open chunks and time columns.
+    pub(super) open_bytes: usize,
+    /// Estimated heap bytes of series indexes.
+    pub(super) index_bytes: usize,
+}
+
+impl Head {
+    pub(super) fn host_mut(
+        &mut self,
+        host_id: &str,
+        max_hosts: usize,
+    ) -> Result<&mut HostHead, StoreError> {
+        if !self.hosts.contains_key(host_id) {
+            if self.hosts.len() >= max_hosts {
+                return Err(StoreError::TooManyHosts { limit: max_hosts });
+            }
+            let no = self.next_host_no;
+            self.next_host_no += 1;
+            self.hosts.insert(host_id.to_string(), HostHead::new(no));
+        }
+        Ok(self.hosts.get_mut(host_id).expect("inserted above"))
+    }
+}
+
+/// A batch resolved to series ids, ready to apply after its WAL record is durable.
+#[derive(Debug, Default)]
+pub(super) struct Resolved {
+    pub(super) scalars: Vec<(u32, f64)>,
+    pub(super) histograms: Vec<(u32, HistogramLayout, Vec<u32>, Vec<u64>)>,
+}
+
+/// Resolves a batch's samples against a host's index; new series are collected
+/// and only created when the host stays within its limit.
+pub(super) struct Resolver<'a> {
+    pub(super) host: &'a HostHead,
+    pub(super) out: Resolved,
+    /// Keys not in the index yet, with their kind; referenced as `u32::MAX - i`.
+    pub(super) new_keys: Vec<(String, SeriesKind)>,
+    pub(super) new_index: HashMap<String, u32>,
+}
+
+impl Resolver<'_> {
+    pub(super) fn sid(&mut self, key: &str, kind: SeriesKind) -> u32 {
+        if let Some(&sid) = self.host.index.get(key) {
+            return sid;
+        }
+        if let Some(&i) = self.new_index.get(key) {
+            return u32::MAX - i;
+        }
+        let i = self.new_keys.len() as u32;
+        self.new_keys.push((key.to_string(), kind));
+        self.new_index.insert(key.to_string(), i);
+        u32::MAX - i
+    }
+}
+
+impl SampleSink for Resolver<'_> {
+    fn scalar(&mut self, key: &str, value: f64) {
+        let sid = self.sid(key, SeriesKind::Scalar);
+        self.out.scalars.push((sid, value));
+    }
+
+    fn histogram(&mut self, key: &str, h: &pb::Histogram) {
+        let sid = self.sid(key, SeriesKind::Histogram);
+        let layout = HistogramLayout {
+            grouping_power: h.grouping_power.min(255) as u8,
+            max_value_power: h.max_value_power.min(255) as u8,
+        };
+        self.out
+            .histograms
+            .push((sid, layout, h.indices.clone(), h.counts.clone()));
+    }
+}
+
+pub(super) fn lock(m: &Mutex<Head>) -> MutexGuard<'_, Head> {
+    // A panic while holding the lock leaves consistent-enough data (counters and
+    // appends only); keep serving rather than propagating the poison.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

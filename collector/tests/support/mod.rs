@@ -1,0 +1,212 @@
+//! Shared test support: builders for the messages an agent sends, and helpers
+//! for tests that run the real binaries (kill-on-drop children, the CLI).
+#![allow(dead_code)]
+
+use nodewatch_proto::pb;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary next to this test's target directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target profile directory")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run `cargo build --workspace --bins` first (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port.
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to 10 s.
+    pub fn terminate(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{} did not stop on SIGTERM:\n{}",
+            self.name,
+            self.log_text()
+        );
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(name: &'static str, args: &[&str], dir: &std::path::Path) -> Proc {
+    let log = dir.join(format!("{name}-{}.log", std::process::id()));
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let child = Command::new(bin(name))
+        .args(args)
+        .env("NODEWATCH_LOG", "info,nodewatch_collector=debug")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    Proc { child, name, log }
+}
+
+/// Starts a collector on `addr` with its data in `dir`, waiting until it listens.
+pub fn collector(addr: SocketAddr, dir: &std::path::Path, extra: &[&str]) -> Proc {
+    let data = dir.join("data");
+    let addr_s = addr.to_string();
+    let data_s = data.display().to_string();
+    let mut args = vec!["--listen", &addr_s, "--data-dir", &data_s];
+    args.extend_from_slice(extra);
+    let mut p = spawn("nodewatch-collector", &args, dir);
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            panic!("collector exited with {status}:\n{}", p.log_text());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "collector did not listen:\n{}",
+            p.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+/// Starts an agent sending to `addr`.
+pub fn agent(addr: SocketAddr, dir: &std::path::Path, extra: &[&str]) -> Proc {
+    let url = format!("http://{addr}");
+    let mut args = vec!["--collector", url.as_str(), "--no-ebpf"];
+    if !extra.contains(&"--interval") {
+        args.extend_from_slice(&["--interval", "200ms"]);
+    }
+    args.extend_from_slice(extra);
+    spawn("nodewatch-agent", &args, dir)
+}
+
+/// Runs the CLI against `addr`.
+pub fn cli(addr: SocketAddr, args: &[&str]) -> Output {
+    Command::new(bin("nodewatch"))
+        .arg("--collector")
+        .arg(addr.to_string())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `nodewatch hosts --output json` parsed; empty on error.
+pub fn hosts_json(addr: SocketAddr) -> Vec<serde_json::Value> {
+    let out = cli(addr, &["hosts", "--output", "json"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default()
+}
+
+/// Polls `f` every 50 ms until it returns Some, up to `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The host with `host_id` in a hosts listing.
+pub fn find_host(hosts: &[serde_json::Value], host_id: &str) -> Option<serde_json::Value> {
+    hosts.iter().find(|h| h["host_id"] == host_id).cloned()
+}
+
+/// A Hello of host `host_id` (hostname `<host_id>.example`) for agent run `run_id`.
+pub fn hello(host_id: &str, run_id: u64) -> pb::Hello {
+    pb::Hello {
+        host: Some(pb::HostIdentity {
+            host_id: host_id.into(),
+            hostname: format!("{host_id}.example"),
+            ..Default::default()
+        }),
+        agent_version: "test".into(),
+        run_id,
+        ..Default::default()
+    }
+}
+
+/// A batch sampled at `t` (Unix ns): load1 = seq, 1,000 context switches per
+/// seq, 1,000 bytes of memory of which 500 available; add parts as needed.
+pub fn batch(seq: u64, t: i64) -> pb::Batch {
+    pb::Batch {
+        seq,
+        time_unix_nano: t,
+        cpu: Some(pb::CpuStats {
+            load1: seq as f64,
+            context_switches: seq * 1000,
+            ..Default::default()
+        }),
+        memory: Some(pb::MemoryStats {
+            total_bytes: 1000,
+            available_bytes: 500,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `n` processes (pids 1000..) with 4 KiB of RSS each.
+pub fn processes(n: u32) -> Vec<pb::ProcessStats> {
+    (0..n)
+        .map(|p| pb::ProcessStats {
+            pid: 1000 + p,
+            start_time_ticks: 1,
+            name: format!("p{p}"),
+            rss_bytes: 4096,
+            ..Default::default()
+        })
+        .collect()
+}
