@@ -40,7 +40,7 @@ pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_MAX_RUNS_PER_HOST: usize = 32;
 
 /// Store settings (the `[store]` table of the collector configuration).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// How long samples are kept; older chunks are deleted in the background.
@@ -125,7 +125,7 @@ pub enum ConfigError {
 }
 
 /// Everything the collector can be configured with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorConfig {
     /// Address to serve gRPC on (Ingest, Query, health, reflection).
@@ -211,11 +211,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn example_file_parses() {
+    fn example_file_is_the_defaults() {
         let text = include_str!("../../docs/collector.example.toml");
         let config = CollectorConfig::from_toml(text).unwrap();
-        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(config.history, DEFAULT_HISTORY);
+        assert_eq!(config, CollectorConfig::default());
+        assert_eq!(config.store_config(), StoreConfig::default());
+    }
+
+    #[test]
+    fn store_limits_come_from_the_top_level_only() {
+        let err = CollectorConfig::from_toml("[store]\nmax_hosts = 5").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let config = CollectorConfig::from_toml("max_hosts = 5\nmax_batch_age = \"1h\"").unwrap();
+        let store = config.store_config();
+        assert_eq!(store.max_hosts, 5);
+        assert_eq!(store.max_sample_age, Duration::from_secs(3600));
+        assert_eq!(store.max_future_skew, DEFAULT_MAX_CLOCK_SKEW);
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         "nodewatch-agent",
         "-p",
         "nodewatch-collector",
+        "-p",
+        "nodewatch-cli",
     ])?;
     let root = workspace_root();
     let bin = root.join("target/release");

@@ -13,8 +13,7 @@ use super::codec;
 use super::head::{Body, lock};
 use super::schema::{self, CHUNKS, GENERATIONS, HOSTS, META, RUNS, SERIES, TIMES_SID};
 use super::wal::Wal;
-use super::writer::Shared;
-use super::{StoreError, db};
+use super::{Shared, StoreError, db};
 
 /// Writes every open chunk as generation `wal.segment()`, then starts a new segment.
 pub(super) fn cut(shared: &Shared, wal: &mut Wal, flushed: &mut u64) -> Result<(), StoreError> {

@@ -22,7 +22,7 @@ mod schema;
 pub mod wal;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -37,7 +37,7 @@ pub use crate::config::StoreConfig;
 use head::Head;
 use schema::{HOSTS, META};
 use wal::{Wal, WalRecord};
-use writer::{MAX_GROUP, Shared, WriterMsg};
+use writer::{MAX_GROUP, WriterMsg};
 
 /// Longest accepted host id, bytes.
 const MAX_HOST_ID_BYTES: usize = 256;
@@ -224,6 +224,17 @@ pub struct StoreSize {
     pub head_bytes: u64,
     /// Active series in the head, all hosts.
     pub head_series: u64,
+}
+
+/// What the store's handle, its writer thread and its readers share.
+struct Shared {
+    dir: PathBuf,
+    config: StoreConfig,
+    db: Database,
+    head: Mutex<Head>,
+    counters: StoreCounters,
+    /// Set after a failed WAL write: nothing more is acknowledged.
+    poisoned: AtomicBool,
 }
 
 /// The embedded store. `Send + Sync`; hold it in an `Arc`.

@@ -2,21 +2,19 @@
 //! WAL write and one fsync per group), applies them to the head, answers the
 //! waiting appends, and triggers cuts and retention.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nodewatch_proto::pb;
-use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::append::{apply, prepare};
 use super::compact::{cut, enforce_retention};
-use super::head::{Head, lock};
+use super::head::lock;
 use super::wal::Wal;
-use super::{Appended, StoreConfig, StoreCounters, StoreError};
+use super::{Appended, Shared, StoreError};
 
 /// Most appends committed with one fsync.
 pub(super) const MAX_GROUP: usize = 1024;
@@ -36,15 +34,6 @@ pub(super) enum WriterMsg {
     },
     /// Time passed: time-based cuts and retention.
     Tick,
-}
-
-pub(super) struct Shared {
-    pub(super) dir: PathBuf,
-    pub(super) config: StoreConfig,
-    pub(super) db: Database,
-    pub(super) head: Mutex<Head>,
-    pub(super) counters: StoreCounters,
-    pub(super) poisoned: AtomicBool,
 }
 
 pub(super) fn writer_loop(
