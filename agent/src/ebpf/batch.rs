@@ -13,7 +13,7 @@ const ZERO_CHUNK: u32 = 16_384;
 
 /// Sets every element of an array map (`entries` elements of `value_len`
 /// bytes, not per-CPU) to zeros, `ZERO_CHUNK` elements per syscall.
-pub fn zero_array(fd: BorrowedFd<'_>, value_len: usize, entries: u32) -> io::Result<()> {
+pub(crate) fn zero_array(fd: BorrowedFd<'_>, value_len: usize, entries: u32) -> io::Result<()> {
     let chunk = ZERO_CHUNK.min(entries.max(1));
     let values = vec![0u8; value_len * chunk as usize];
     let mut keys: Vec<u32> = Vec::with_capacity(chunk as usize);
@@ -76,7 +76,7 @@ struct BatchAttr {
 /// fit), `value_len` bytes per element (for per-CPU maps: the value size
 /// rounded up to 8, times the possible CPUs). With `delete`, the elements are
 /// removed as they are read (hash maps). Returns how many elements were read.
-pub fn lookup(
+pub(crate) fn lookup(
     fd: BorrowedFd<'_>,
     delete: bool,
     key_len: usize,
