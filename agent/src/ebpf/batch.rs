@@ -37,14 +37,7 @@ pub(crate) fn zero_array(fd: BorrowedFd<'_>, value_len: usize, entries: u32) -> 
             };
             // SAFETY: `attr` points at `count` keys and `count` values of
             // `value_len` bytes, alive for the call.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    BPF_MAP_UPDATE_BATCH,
-                    &mut attr as *mut BatchAttr,
-                    std::mem::size_of::<BatchAttr>() as libc::c_uint,
-                )
-            };
+            let rc = unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) };
             if rc < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -70,6 +63,23 @@ struct BatchAttr {
     map_fd: u32,
     elem_flags: u64,
     flags: u64,
+}
+
+/// The `bpf(2)` system call with a batch command.
+///
+/// # Safety
+/// The pointers in `attr` must be valid for what `cmd` reads and writes.
+unsafe fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> libc::c_long {
+    // SAFETY: the caller vouches for the pointers inside `attr`; `attr`
+    // itself is valid for the size passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as libc::c_uint,
+        )
+    }
 }
 
 /// Reads up to `max` elements of the map into `keys` / `values` (resized to
@@ -116,14 +126,7 @@ pub(crate) fn lookup(
         };
         // SAFETY: `attr` points at buffers large enough for `count` keys and
         // values and at two 8-byte batch tokens, all alive for the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                cmd,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>() as libc::c_uint,
-            )
-        };
+        let rc = unsafe { bpf(cmd, &mut attr) };
         if rc < 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::ENOENT) {

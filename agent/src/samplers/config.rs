@@ -6,19 +6,19 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Default cadence of the disk pass (statvfs of every mount, /proc/diskstats).
-pub const DEFAULT_DISK_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_DISK_INTERVAL: Duration = Duration::from_secs(10);
 /// Default cadence of the per-process pass.
-pub const DEFAULT_PROCESS_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_PROCESS_INTERVAL: Duration = Duration::from_secs(10);
 /// Default cadence of the socket pass (netlink sock_diag, owners, ephemeral ports).
-pub const DEFAULT_SOCKET_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_SOCKET_INTERVAL: Duration = Duration::from_secs(10);
 /// Default cadence of PSS (/proc/PID/smaps_rollup, expensive for large processes).
-pub const DEFAULT_PSS_INTERVAL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_PSS_INTERVAL: Duration = Duration::from_secs(300);
 /// Default length a command line is shortened to, bytes.
-pub const DEFAULT_CMDLINE_MAX_BYTES: usize = 256;
+pub(crate) const DEFAULT_CMDLINE_MAX_BYTES: usize = 256;
 /// Default length of the socket pass's busiest-first lists.
-pub const DEFAULT_TOP_ENTRIES: usize = 64;
+pub(crate) const DEFAULT_TOP_ENTRIES: usize = 64;
 /// Default bound on the processes tracked per pass.
-pub const DEFAULT_MAX_PROCESSES: usize = 32_768;
+pub(crate) const DEFAULT_MAX_PROCESSES: usize = 32_768;
 
 /// Which samplers run and at which cadence. Host-wide CPU and memory run at
 /// every agent interval; the other passes have their own, slower cadence.

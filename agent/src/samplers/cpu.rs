@@ -128,7 +128,8 @@ pub(crate) fn cpu_times(
     }
 }
 
-/// The CPU sampler.
+/// Samples host CPU; `busy_ratio` comes from the delta against the previous
+/// pass's /proc/stat.
 #[derive(Debug)]
 pub(crate) struct CpuSampler {
     stat: ProcFile,

@@ -187,7 +187,8 @@ fn wanted_device(line: &DiskStatsLine, whole: &[String]) -> bool {
         && line.reads + line.writes + line.in_flight > 0
 }
 
-/// The disk sampler.
+/// Samples the real mounts (`statvfs`) and the whole block devices, with
+/// each device's utilisation since the previous pass.
 #[derive(Debug)]
 pub struct DiskSampler {
     mountinfo: ProcFile,

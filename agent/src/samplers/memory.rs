@@ -65,7 +65,7 @@ pub(crate) fn parse_vmstat(content: &[u8], out: &mut pb::MemoryStats) -> Option<
     Some(())
 }
 
-/// The memory sampler.
+/// Samples host memory, paging counters and memory / I/O pressure.
 #[derive(Debug)]
 pub(crate) struct MemorySampler {
     meminfo: ProcFile,

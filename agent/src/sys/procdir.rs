@@ -5,7 +5,7 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::os::fd::{AsRawFd as _, FromRawFd as _};
 
-use super::SysError;
+use super::error::SysError;
 use super::procfile::parse_u64;
 
 /// An open directory stream, closed on drop.

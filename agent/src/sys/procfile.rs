@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use super::SysError;
+use super::error::SysError;
 
 /// Largest file content a [`ProcFile`] buffers, bytes. /proc/stat of a
 /// 1,024-CPU host is ~150 KiB; nothing the samplers read comes close.

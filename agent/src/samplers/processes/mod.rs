@@ -48,7 +48,8 @@ struct Tracked {
     generation: u64,
 }
 
-/// The process sampler.
+/// Samples every process, keeping per-process files open across passes
+/// within a descriptor budget.
 #[derive(Debug)]
 pub(crate) struct ProcessSampler {
     proc_fd: File,
