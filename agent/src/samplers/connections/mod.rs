@@ -152,6 +152,8 @@ impl ConnectionsSampler {
         Ok(())
     }
 
+    /// The owner recorded for socket `inode` by this pass; 0 when none was
+    /// found.
     fn owner_of(&self, inode: u32) -> u32 {
         match self
             .pass

@@ -73,9 +73,6 @@ pub(crate) struct ProcessSampler {
     counts_fds: bool,
 }
 
-/// Socket-pass results younger than this are from the same sampling cycle.
-const SHARE_FRESH: Duration = Duration::from_millis(500);
-
 /// Number of entries of a directory (fallback for kernels before 6.2).
 fn count_dir_entries(pid: u32) -> u32 {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -298,12 +295,11 @@ impl ProcessSampler {
             None
         };
         // Open descriptors: from the socket pass of this cycle when it ran,
-        // else the size of the fd directory.
+        // else the size of the fd directory. Sockets by state: from the
+        // latest socket pass, of whatever age.
         let (shared_fds, socket_states) = {
             let share = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
-            let fresh = share
-                .at
-                .is_some_and(|at| now.saturating_duration_since(at) < SHARE_FRESH);
+            let fresh = share.is_fresh(now);
             match share.by_pid.get(&pid) {
                 Some(p) => (p.fds.filter(|_| fresh), Some(p.states)),
                 None => (None, None),
@@ -396,10 +392,9 @@ impl Sampler for ProcessSampler {
         pids.clear();
         {
             let share = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
-            let fresh = share
-                .at
-                .is_some_and(|at| now.saturating_duration_since(at) < SHARE_FRESH);
-            if fresh && let Some(listed) = &share.pids {
+            if share.is_fresh(now)
+                && let Some(listed) = &share.pids
+            {
                 pids.extend_from_slice(listed);
             }
         }
