@@ -17,7 +17,8 @@
 use std::io::{BufRead as _, Write as _};
 use std::time::{Duration, Instant};
 
-use nodewatch_agent::samplers::{SamplerRegistry, SamplersConfig};
+use nodewatch_agent::samplers::config::SamplersConfig;
+use nodewatch_agent::samplers::registry::SamplerRegistry;
 use nodewatch_proto::pb;
 use prost::Message as _;
 

@@ -8,16 +8,24 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ebpf::EbpfConfig;
-use crate::samplers::SamplersConfig;
+use crate::samplers::config::SamplersConfig;
 
-/// Default collector address.
-pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:7077";
 /// Default sampling interval of the host-wide samplers.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// Shortest sampling interval accepted.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// Default bound of unacknowledged batches kept in memory, bytes.
-pub const DEFAULT_OUTBOX_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_OUTBOX_BYTES: usize = 64 * 1024 * 1024;
+
+/// The collector URI for an address: as given when it names a scheme
+/// ("https://..."), else plaintext `http://<addr>`.
+pub fn collector_uri(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +83,8 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            collector: DEFAULT_COLLECTOR.to_string(),
+            // http://127.0.0.1:7077
+            collector: collector_uri(nodewatch_proto::DEFAULT_COLLECTOR_ADDR),
             interval: DEFAULT_INTERVAL,
             host_id: None,
             labels: BTreeMap::new(),
@@ -144,7 +153,7 @@ mod tests {
     fn example_file_parses() {
         let text = include_str!("../../docs/agent.example.toml");
         let config: AgentConfig = toml::from_str(text).unwrap();
-        assert_eq!(config.collector, DEFAULT_COLLECTOR);
+        assert_eq!(config.collector, "http://127.0.0.1:7077");
         assert_eq!(config.interval, DEFAULT_INTERVAL);
         config.check().unwrap();
     }

@@ -22,7 +22,7 @@ fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
 }
 
 /// Reads the machine id (systemd's /etc/machine-id, or D-Bus's copy).
-pub fn machine_id() -> Result<String, IdentityError> {
+fn machine_id() -> Result<String, IdentityError> {
     ["/etc/machine-id", "/var/lib/dbus/machine-id"]
         .iter()
         .find_map(read_trimmed)

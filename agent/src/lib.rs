@@ -6,3 +6,4 @@ pub mod ebpf;
 pub mod identity;
 pub mod outbox;
 pub mod samplers;
+mod sys;

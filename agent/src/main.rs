@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use nodewatch_agent::client::{Backoff, Client};
-use nodewatch_agent::config::{AgentConfig, parse_label};
+use nodewatch_agent::config::{AgentConfig, collector_uri, parse_label};
 use nodewatch_agent::ebpf::{EbpfError, SyscallTracer};
 use nodewatch_agent::identity;
 use nodewatch_agent::outbox::Outbox;
-use nodewatch_agent::samplers::SamplerRegistry;
+use nodewatch_agent::outbox::memory::MemoryOutbox;
+use nodewatch_agent::samplers::registry::SamplerRegistry;
 use nodewatch_proto::time::now_nanos;
 use nodewatch_proto::{daemon, pb};
 use tokio::sync::watch;
@@ -56,11 +57,7 @@ fn load(args: &Args) -> anyhow::Result<AgentConfig> {
         None => AgentConfig::default(),
     };
     if let Some(c) = &args.collector {
-        config.collector = if c.contains("://") {
-            c.clone()
-        } else {
-            format!("http://{c}")
-        };
+        config.collector = collector_uri(c);
     }
     if let Some(i) = args.interval {
         config.interval = i;
@@ -131,7 +128,7 @@ async fn run() -> anyhow::Result<()> {
         interval_ms: u32::try_from(config.interval.as_millis()).unwrap_or(u32::MAX),
     }));
 
-    let outbox = Arc::new(Outbox::new(config.outbox_bytes));
+    let outbox: Arc<dyn Outbox> = Arc::new(MemoryOutbox::new(config.outbox_bytes));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let sampling = {
@@ -140,7 +137,7 @@ async fn run() -> anyhow::Result<()> {
         let stop = stop_rx.clone();
         std::thread::Builder::new()
             .name("sampler".into())
-            .spawn(move || sample_loop(registry, tracer, &outbox, interval, &stop))
+            .spawn(move || sample_loop(registry, tracer, &*outbox, interval, &stop))
             .context("cannot start the sampling thread")?
     };
 
@@ -189,7 +186,7 @@ async fn run() -> anyhow::Result<()> {
 fn sample_loop(
     mut registry: SamplerRegistry,
     mut tracer: Option<SyscallTracer>,
-    outbox: &Outbox,
+    outbox: &dyn Outbox,
     interval: Duration,
     stop: &watch::Receiver<bool>,
 ) {

@@ -10,6 +10,8 @@ use nodewatch_agent::ebpf::{EbpfConfig, EbpfError, HookChoice, SyscallTracer, cg
 use nodewatch_proto::hist::{Dense, RELATIVE_ERROR};
 use nodewatch_proto::pb;
 
+mod support;
+
 /// The tests attach programs host-wide; one at a time keeps counts exact.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -168,16 +170,15 @@ fn run_in_cgroup(
     work: fn(),
 ) -> Vec<pb::SyscallLatency> {
     let (pid, go) = fork_child(cg, work);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !tracer.tracked_cgroups().contains(&cg.name) {
-        assert!(
-            Instant::now() < deadline,
-            "cgroup {} never got a slot",
-            cg.name
-        );
-        std::thread::sleep(Duration::from_millis(50));
-        let _ = tracer.collect();
-    }
+    // Looks, then collects after each 50 ms wait until the cgroup is slotted.
+    let mut first = true;
+    let slotted = support::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        if !std::mem::take(&mut first) {
+            let _ = tracer.collect();
+        }
+        tracer.tracked_cgroups().contains(&cg.name)
+    });
+    assert!(slotted, "cgroup {} never got a slot", cg.name);
     // SAFETY: writing one byte to our pipe end, then closing it.
     unsafe {
         assert_eq!(libc::write(go, b"g".as_ptr().cast(), 1), 1);

@@ -6,13 +6,13 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 #[test]
 fn ebpf_agent_without_capabilities_reports_unavailable_and_runs() {
     let agent = env!("CARGO_BIN_EXE_nodewatch-agent");
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let mut cmd = if root {
-        if which("setpriv").is_none() {
+    let mut cmd = if support::is_root() {
+        if support::which("setpriv").is_none() {
             println!("skipping: setpriv not installed (util-linux)");
             return;
         }
@@ -95,12 +95,4 @@ fn ebpf_agent_without_capabilities_reports_unavailable_and_runs() {
         "{}",
         unavailable[0]
     );
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
 }

@@ -4,36 +4,13 @@
 
 use std::io::Read as _;
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nodewatch_agent::samplers::{SamplerRegistry, SamplersConfig};
+use nodewatch_agent::samplers::config::SamplersConfig;
+use nodewatch_agent::samplers::registry::SamplerRegistry;
 use nodewatch_proto::pb;
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sample(config: &SamplersConfig) -> pb::Batch {
-    let mut registry = SamplerRegistry::new(config);
-    let mut batch = pb::Batch::default();
-    registry.sample(&mut batch, Instant::now());
-    batch
-}
-
-fn config() -> SamplersConfig {
-    SamplersConfig {
-        cpu: false,
-        memory: false,
-        disks: false,
-        ..SamplersConfig::default()
-    }
-}
+mod support;
 
 #[test]
 fn close_wait_attributed_to_the_process() {
@@ -43,9 +20,9 @@ fn close_wait_attributed_to_the_process() {
     let mut registry = SamplerRegistry::new(&SamplersConfig {
         socket_interval: Duration::ZERO,
         process_interval: Duration::ZERO,
-        ..config()
+        ..support::sockets_and_processes()
     });
-    registry.sample(&mut pb::Batch::default(), Instant::now());
+    support::sample(&mut registry);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     // bash opens fds 3..=9 as TCP connections, then becomes `sleep` and never closes them.
@@ -53,18 +30,11 @@ fn close_wait_attributed_to_the_process() {
         "for i in $(seq 3 {}); do eval \"exec $i<>/dev/tcp/127.0.0.1/{port}\" || exit 1; done; exec sleep 60",
         2 + N
     );
-    let Ok(child) = Command::new("bash")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
+    let Ok(child) = support::spawn_bash(&script) else {
         println!("skipping: bash not available");
         return;
     };
-    let child = Child(child);
-    let pid = child.0.id();
+    let pid = child.pid();
     listener.set_nonblocking(true).unwrap();
     let mut accepted = 0;
     let start = Instant::now();
@@ -79,16 +49,10 @@ fn close_wait_attributed_to_the_process() {
         }
     }
     assert_eq!(accepted, N);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10)
-        && !std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::wait_for_comm(pid, "sleep");
     std::thread::sleep(Duration::from_millis(100));
 
-    let mut batch = pb::Batch::default();
-    registry.sample(&mut batch, Instant::now());
+    let batch = support::sample(&mut registry);
     let c = batch.connections.unwrap();
     let ours: u64 = c
         .sockets_by_owner
@@ -140,9 +104,9 @@ fn outgoing_connections_count_against_the_destination_range() {
         clients.push(TcpStream::connect(("127.0.0.3", port)).unwrap());
         servers.push(listener.accept().unwrap().0);
     }
-    let batch = sample(&SamplersConfig {
+    let batch = support::sample_once(&SamplersConfig {
         processes: false,
-        ..config()
+        ..support::sockets_and_processes()
     });
     let c = batch.connections.unwrap();
     let ours: Vec<&pb::EphemeralPortUse> = c
@@ -184,9 +148,9 @@ fn ipv6_listener_and_connections_are_seen() {
         held.push(TcpStream::connect(("::1", port)).unwrap());
         held.push(listener.accept().unwrap().0);
     }
-    let batch = sample(&SamplersConfig {
+    let batch = support::sample_once(&SamplersConfig {
         processes: false,
-        ..config()
+        ..support::sockets_and_processes()
     });
     let c = batch.connections.unwrap();
     let l = c
@@ -212,22 +176,12 @@ fn ipv6_listener_and_connections_are_seen() {
     assert!(established >= 2 * N as u64);
 }
 
-/// Kernel release as (major, minor).
-fn kernel_version() -> (u32, u32) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
-}
-
 #[test]
 fn bound_but_idle_socket_is_counted_as_close() {
     // The socket pass leaves out the kernel's walk of the bind table when
     // /proc/net/sockstat shows no TCP socket outside the hashed tables; a
     // bound-only socket must turn it back on.
-    if kernel_version() < (6, 8) {
+    if support::kernel_version() < (6, 8) {
         println!("skipping: bound-only sockets are dumped from kernel 6.8");
         return;
     }
@@ -249,10 +203,10 @@ fn bound_but_idle_socket_is_counted_as_close() {
         )
     };
     assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-    let batch = sample(&SamplersConfig {
+    let batch = support::sample_once(&SamplersConfig {
         socket_interval: Duration::ZERO,
         process_interval: Duration::ZERO,
-        ..config()
+        ..support::sockets_and_processes()
     });
     let c = batch.connections.unwrap();
     let close: u64 = c

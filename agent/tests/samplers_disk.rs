@@ -7,10 +7,7 @@ use nodewatch_agent::samplers::Sampler as _;
 use nodewatch_agent::samplers::disk::DiskSampler;
 use nodewatch_proto::pb;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+mod support;
 
 /// Unmounts on drop, so a failed assertion still cleans up.
 struct Mount(std::path::PathBuf);
@@ -23,7 +20,7 @@ impl Drop for Mount {
 
 #[test]
 fn tmpfs_of_known_size_gives_exact_figures() {
-    if !is_root() {
+    if !support::is_root() {
         println!("skipping: mounting tmpfs needs root");
         return;
     }

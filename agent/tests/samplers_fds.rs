@@ -1,32 +1,7 @@
 //! Scenario: a child with `ulimit -n 256` holding 200 open descriptors is
 //! reported with exactly that count and those limits.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use nodewatch_agent::samplers::{SamplerRegistry, SamplersConfig};
-use nodewatch_proto::pb;
-
-/// Kills and reaps the child on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_comm(pid: u32, comm: &str) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
+mod support;
 
 #[test]
 fn child_with_200_fds_under_ulimit_256() {
@@ -34,29 +9,17 @@ fn child_with_200_fds_under_ulimit_256() {
     // Descriptors inherited from the test runner (e.g. a jobserver pipe) are closed first.
     let script = "for f in /proc/$$/fd/*; do n=${f##*/}; [ \"$n\" -gt 2 ] && eval \"exec $n>&-\"; done; \
                   ulimit -n 256 || exit 1; for i in $(seq 3 199); do eval \"exec $i</dev/null\"; done; exec sleep 60";
-    let child = Command::new("bash")
-        .args(["-c", script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(child) = child else {
+    let Ok(child) = support::spawn_bash(script) else {
         println!("skipping: bash not available");
         return;
     };
-    let child = Child(child);
-    let pid = child.0.id();
-    assert!(wait_for_comm(pid, "sleep"), "child never reached sleep");
+    let pid = child.pid();
+    assert!(
+        support::wait_for_comm(pid, "sleep"),
+        "child never reached sleep"
+    );
 
-    let config = SamplersConfig {
-        cpu: false,
-        memory: false,
-        disks: false,
-        ..SamplersConfig::default()
-    };
-    let mut registry = SamplerRegistry::new(&config);
-    let mut batch = pb::Batch::default();
-    registry.sample(&mut batch, Instant::now());
+    let batch = support::sample_once(&support::sockets_and_processes());
     assert!(batch.processes_complete);
     let p = batch
         .processes

@@ -3,10 +3,13 @@
 //! rises; the listener is reported with its port and owning pid.
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nodewatch_agent::samplers::{SamplerRegistry, SamplersConfig};
+use nodewatch_agent::samplers::config::SamplersConfig;
+use nodewatch_agent::samplers::registry::SamplerRegistry;
 use nodewatch_proto::pb;
+
+mod support;
 
 fn sockaddr(port: u16) -> libc::sockaddr_in {
     // SAFETY: zeroed sockaddr_in is valid.
@@ -73,9 +76,9 @@ fn connect_nonblocking(port: u16) -> OwnedFd {
 }
 
 fn sample(registry: &mut SamplerRegistry) -> pb::ConnectionStats {
-    let mut batch = pb::Batch::default();
-    registry.sample(&mut batch, Instant::now());
-    batch.connections.expect("connections sampled")
+    support::sample(registry)
+        .connections
+        .expect("connections sampled")
 }
 
 #[test]

@@ -13,7 +13,7 @@ const ZERO_CHUNK: u32 = 16_384;
 
 /// Sets every element of an array map (`entries` elements of `value_len`
 /// bytes, not per-CPU) to zeros, `ZERO_CHUNK` elements per syscall.
-pub fn zero_array(fd: BorrowedFd<'_>, value_len: usize, entries: u32) -> io::Result<()> {
+pub(crate) fn zero_array(fd: BorrowedFd<'_>, value_len: usize, entries: u32) -> io::Result<()> {
     let chunk = ZERO_CHUNK.min(entries.max(1));
     let values = vec![0u8; value_len * chunk as usize];
     let mut keys: Vec<u32> = Vec::with_capacity(chunk as usize);
@@ -37,14 +37,7 @@ pub fn zero_array(fd: BorrowedFd<'_>, value_len: usize, entries: u32) -> io::Res
             };
             // SAFETY: `attr` points at `count` keys and `count` values of
             // `value_len` bytes, alive for the call.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    BPF_MAP_UPDATE_BATCH,
-                    &mut attr as *mut BatchAttr,
-                    std::mem::size_of::<BatchAttr>() as libc::c_uint,
-                )
-            };
+            let rc = unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) };
             if rc < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -72,11 +65,28 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// The `bpf(2)` system call with a batch command.
+///
+/// # Safety
+/// The pointers in `attr` must be valid for what `cmd` reads and writes.
+unsafe fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> libc::c_long {
+    // SAFETY: the caller vouches for the pointers inside `attr`; `attr`
+    // itself is valid for the size passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as libc::c_uint,
+        )
+    }
+}
+
 /// Reads up to `max` elements of the map into `keys` / `values` (resized to
 /// fit), `value_len` bytes per element (for per-CPU maps: the value size
 /// rounded up to 8, times the possible CPUs). With `delete`, the elements are
 /// removed as they are read (hash maps). Returns how many elements were read.
-pub fn lookup(
+pub(crate) fn lookup(
     fd: BorrowedFd<'_>,
     delete: bool,
     key_len: usize,
@@ -116,14 +126,7 @@ pub fn lookup(
         };
         // SAFETY: `attr` points at buffers large enough for `count` keys and
         // values and at two 8-byte batch tokens, all alive for the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                cmd,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>() as libc::c_uint,
-            )
-        };
+        let rc = unsafe { bpf(cmd, &mut attr) };
         if rc < 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::ENOENT) {

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
+use crate::sys::mountinfo::cgroup_roots;
+
 /// Directories visited at most by one walk of the cgroup tree.
 const MAX_WALK: usize = 50_000;
 /// Names remembered at most.
@@ -12,44 +14,24 @@ const MAX_NAMES: usize = 10_000;
 
 /// Mount point of the cgroup2 hierarchy (from /proc/self/mountinfo), if any.
 pub fn cgroup2_root() -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    for line in mountinfo.lines() {
-        // ... mount_point ... - fstype source options
-        let mut halves = line.splitn(2, " - ");
-        let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
-            continue;
-        };
-        if right.split_whitespace().next() == Some("cgroup2")
-            && let Some(mp) = left.split_whitespace().nth(4)
-        {
-            return Some(PathBuf::from(unescape(mp)));
-        }
-    }
-    None
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    cgroup_roots().v2.map(PathBuf::from)
 }
 
 /// Cgroup id of a cgroup2 directory (its inode number).
-pub fn id_of(path: &Path) -> Option<u64> {
+pub(crate) fn id_of(path: &Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
 /// Resolves cgroup ids to paths relative to the cgroup2 root.
 #[derive(Debug)]
-pub struct Names {
+pub(crate) struct Names {
     root: Option<PathBuf>,
     names: HashMap<u64, String>,
 }
 
 impl Names {
     /// Names under the host's cgroup2 root.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             root: cgroup2_root(),
             names: HashMap::new(),
@@ -58,7 +40,7 @@ impl Names {
 
     /// Path of cgroup `id` ("/" for the root); walks the tree again when the
     /// id is unknown (`allow_walk`), `None` if still unknown.
-    pub fn name(&mut self, id: u64, allow_walk: bool) -> Option<String> {
+    pub(crate) fn name(&mut self, id: u64, allow_walk: bool) -> Option<String> {
         if let Some(n) = self.names.get(&id) {
             return Some(n.clone());
         }
@@ -69,12 +51,12 @@ impl Names {
     }
 
     /// True when `id` was seen in the latest walk.
-    pub fn known(&self, id: u64) -> bool {
+    pub(crate) fn known(&self, id: u64) -> bool {
         self.names.contains_key(&id)
     }
 
     /// Rebuilds the id → path table with a bounded walk of the tree.
-    pub fn walk(&mut self) {
+    pub(crate) fn walk(&mut self) {
         let Some(root) = self.root.clone() else {
             return;
         };
@@ -117,7 +99,7 @@ impl Default for Names {
 
 /// Decides slot assignments: the busiest cgroups get slots `1..=capacity`.
 #[derive(Debug)]
-pub struct SlotTable {
+pub(crate) struct SlotTable {
     capacity: usize,
     /// Index mask of the kernel's direct-mapped table: two slotted cgroups
     /// never share an index.
@@ -128,7 +110,7 @@ pub struct SlotTable {
 
 /// A change the caller applies to the kernel's cgroup → slot map.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SlotChange {
+pub(crate) enum SlotChange {
     /// Map `cgroup` to `slot`.
     Assign {
         /// Cgroup id.
@@ -146,7 +128,7 @@ pub enum SlotChange {
 impl SlotTable {
     /// A table with `capacity` slots (slot 0, "other", not counted) for a
     /// kernel table of `table_entries` (a power of two) entries.
-    pub fn new(capacity: usize, table_entries: u32) -> Self {
+    pub(crate) fn new(capacity: usize, table_entries: u32) -> Self {
         Self {
             capacity,
             mask: u64::from(table_entries.max(1) - 1),
@@ -155,12 +137,12 @@ impl SlotTable {
     }
 
     /// Cgroup in `slot`, if any.
-    pub fn cgroup(&self, slot: usize) -> Option<u64> {
+    pub(crate) fn cgroup(&self, slot: usize) -> Option<u64> {
         self.slots.get(slot).copied().flatten()
     }
 
     /// Slots in use.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.slots.iter().skip(1).filter(|s| s.is_some()).count()
     }
 
@@ -169,7 +151,7 @@ impl SlotTable {
     /// assigns free slots to the busiest newcomers and swaps out a slotted
     /// cgroup when a newcomer was more than twice as busy (hysteresis).
     /// Cgroups that no longer exist (`exists` false) are released first.
-    pub fn update(
+    pub(crate) fn update(
         &mut self,
         slot_activity: &[u64],
         misses: &[(u64, u64)],

@@ -8,24 +8,24 @@ use std::time::{Duration, Instant};
 
 use aya::Ebpf;
 
-use super::EbpfConfig;
+use super::config::EbpfConfig;
 
 /// One measurement.
 #[derive(Debug, Clone, Copy)]
-pub struct Measurement {
+pub(crate) struct Measurement {
     /// Kernel time in the programs during the window, ns.
-    pub run_time_ns: u64,
+    pub(crate) run_time_ns: u64,
     /// Program runs during the window.
-    pub run_count: u64,
+    pub(crate) run_count: u64,
     /// Window length, ns.
-    pub window_ns: u64,
+    pub(crate) window_ns: u64,
     /// `run_time / (window × online CPUs)`.
-    pub cpu_fraction: f64,
+    pub(crate) cpu_fraction: f64,
 }
 
 /// Measurement schedule and back-off state.
 #[derive(Debug)]
-pub struct CostMonitor {
+pub(crate) struct CostMonitor {
     every: u32,
     window: Duration,
     backoff_min: Duration,
@@ -54,7 +54,7 @@ fn totals(ebpf: &Ebpf, programs: &[String]) -> Option<(u64, u64)> {
 
 impl CostMonitor {
     /// A monitor following `config`.
-    pub fn new(config: &EbpfConfig) -> Self {
+    pub(crate) fn new(config: &EbpfConfig) -> Self {
         // SAFETY: sysconf has no preconditions.
         let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as f64;
         Self {
@@ -73,7 +73,7 @@ impl CostMonitor {
     }
 
     /// Measures now if due; `None` when no measurement was taken.
-    pub fn measure(&mut self, ebpf: &Ebpf, programs: &[String]) -> Option<Measurement> {
+    pub(crate) fn measure(&mut self, ebpf: &Ebpf, programs: &[String]) -> Option<Measurement> {
         self.calls += 1;
         if sysctl_stats_enabled() {
             let now = Instant::now();
@@ -108,7 +108,7 @@ impl CostMonitor {
     }
 
     /// Starts (or extends) a back-off period; returns its length.
-    pub fn back_off(&mut self, now: Instant) -> Duration {
+    pub(crate) fn back_off(&mut self, now: Instant) -> Duration {
         let b = self.backoff;
         self.retry_at = Some(now + b);
         self.backoff = (self.backoff * 2).min(self.backoff_max);
@@ -116,13 +116,13 @@ impl CostMonitor {
     }
 
     /// A measurement within budget resets the back-off length.
-    pub fn within_budget(&mut self) {
+    pub(crate) fn within_budget(&mut self) {
         self.backoff = self.backoff_min;
         self.retry_at = None;
     }
 
     /// True when a back-off period is over.
-    pub fn may_retry(&self, now: Instant) -> bool {
+    pub(crate) fn may_retry(&self, now: Instant) -> bool {
         self.retry_at.is_none_or(|t| now >= t)
     }
 }

@@ -4,16 +4,17 @@
 use nodewatch_proto::pb;
 
 use super::pressure::PressureFile;
-use super::procfile::{ProcFile, fields, lines, parse_f64, parse_u64};
 use super::{Sampler, SamplerError};
+use crate::sys::procfile::{ProcFile, fields, lines, parse_f64, parse_u64};
+use crate::sys::sysconf::ticks_per_second;
 
 /// Ticks of one CPU line of /proc/stat, in the kernel's order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CpuTicks {
+pub(crate) struct CpuTicks {
     /// CPU index, -1 for the `cpu` total line.
-    pub cpu: i32,
+    pub(crate) cpu: i32,
     /// user, nice, system, idle, iowait, irq, softirq, steal.
-    pub ticks: [u64; 8],
+    pub(crate) ticks: [u64; 8],
 }
 
 impl CpuTicks {
@@ -27,25 +28,25 @@ impl CpuTicks {
 
 /// Everything parsed from one read of /proc/stat.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProcStat {
+pub(crate) struct ProcStat {
     /// The total line (cpu = -1).
-    pub total: CpuTicks,
+    pub(crate) total: CpuTicks,
     /// One entry per `cpuN` line.
-    pub per_cpu: Vec<CpuTicks>,
+    pub(crate) per_cpu: Vec<CpuTicks>,
     /// `ctxt`.
-    pub context_switches: u64,
+    pub(crate) context_switches: u64,
     /// `processes`.
-    pub forks: u64,
+    pub(crate) forks: u64,
     /// `procs_running`.
-    pub procs_running: u32,
+    pub(crate) procs_running: u32,
     /// `procs_blocked`.
-    pub procs_blocked: u32,
+    pub(crate) procs_blocked: u32,
     /// First number of the `intr` line.
-    pub interrupts: u64,
+    pub(crate) interrupts: u64,
 }
 
 /// Parses /proc/stat into `out`, reusing its per-CPU vector.
-pub fn parse_proc_stat(content: &[u8], out: &mut ProcStat) -> Option<()> {
+pub(crate) fn parse_proc_stat(content: &[u8], out: &mut ProcStat) -> Option<()> {
     out.per_cpu.clear();
     let mut saw_total = false;
     for line in lines(content) {
@@ -85,7 +86,7 @@ pub fn parse_proc_stat(content: &[u8], out: &mut ProcStat) -> Option<()> {
 }
 
 /// Parses /proc/loadavg into (load1, load5, load15).
-pub fn parse_loadavg(content: &[u8]) -> Option<(f64, f64, f64)> {
+pub(crate) fn parse_loadavg(content: &[u8]) -> Option<(f64, f64, f64)> {
     let mut it = fields(content);
     Some((
         parse_f64(it.next()?)?,
@@ -96,7 +97,7 @@ pub fn parse_loadavg(content: &[u8]) -> Option<(f64, f64, f64)> {
 
 /// Busy share between two samples of one CPU line, 0..1 (0 without a previous sample
 /// or when the counters did not move or went backwards, e.g. a CPU came back online).
-pub fn busy_ratio(prev: Option<&CpuTicks>, now: &CpuTicks) -> f64 {
+pub(crate) fn busy_ratio(prev: Option<&CpuTicks>, now: &CpuTicks) -> f64 {
     let Some(prev) = prev else { return 0.0 };
     let total = now.total().saturating_sub(prev.total());
     let idle = now.idle().saturating_sub(prev.idle());
@@ -107,7 +108,11 @@ pub fn busy_ratio(prev: Option<&CpuTicks>, now: &CpuTicks) -> f64 {
 }
 
 /// Converts ticks to the wire form.
-pub fn cpu_times(now: &CpuTicks, prev: Option<&CpuTicks>, ticks_per_second: f64) -> pb::CpuTimes {
+pub(crate) fn cpu_times(
+    now: &CpuTicks,
+    prev: Option<&CpuTicks>,
+    ticks_per_second: f64,
+) -> pb::CpuTimes {
     let s = |i: usize| now.ticks[i] as f64 / ticks_per_second;
     pb::CpuTimes {
         cpu: now.cpu,
@@ -123,16 +128,10 @@ pub fn cpu_times(now: &CpuTicks, prev: Option<&CpuTicks>, ticks_per_second: f64)
     }
 }
 
-/// Clock ticks per second (USER_HZ) of /proc/stat and /proc/PID/stat times.
-pub fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 { hz as f64 } else { 100.0 }
-}
-
-/// The CPU sampler.
+/// Samples host CPU; `busy_ratio` comes from the delta against the previous
+/// pass's /proc/stat.
 #[derive(Debug)]
-pub struct CpuSampler {
+pub(crate) struct CpuSampler {
     stat: ProcFile,
     loadavg: ProcFile,
     pressure: Option<PressureFile>,
@@ -143,7 +142,7 @@ pub struct CpuSampler {
 
 impl CpuSampler {
     /// Opens /proc/stat, /proc/loadavg and /proc/pressure/cpu (when present).
-    pub fn new() -> Result<Self, SamplerError> {
+    pub(crate) fn new() -> Result<Self, SamplerError> {
         let mut stat = ProcFile::open("/proc/stat")?;
         let mut probe = ProcStat::default();
         parse_proc_stat(stat.read()?, &mut probe).ok_or_else(|| SamplerError::Parse {

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use nodewatch_proto::pb;
 
-use super::procfile::{ProcFile, fields, lines, parse_u64};
 use super::{Sampler, SamplerError};
+use crate::sys::mountinfo::{MountEntry, parse_mountinfo_line};
+use crate::sys::procfile::{ProcFile, fields, lines, parse_u64};
 
 /// Filesystem types that hold no user data (kernel interfaces, cgroups, ...).
 /// tmpfs is kept: it fills up like any disk and takes RAM with it.
@@ -57,82 +58,10 @@ const REMOTE_FS: &[&[u8]] = &[
     b"afs",
 ];
 
-/// One line of /proc/self/mountinfo, the parts the sampler needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    /// Device number `major:minor` of the filesystem.
-    pub dev: (u32, u32),
-    /// Root of the mount inside its filesystem ("/" unless a bind of a subdirectory).
-    pub root: String,
-    /// Mount point, unescaped.
-    pub mount_point: String,
-    /// Filesystem type.
-    pub fs_type: String,
-    /// Mount source, unescaped.
-    pub source: String,
-    /// Mounted read-only (per-mount or superblock option).
-    pub read_only: bool,
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &[u8]) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\'
-            && i + 3 < s.len()
-            && s[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn has_ro(options: &[u8]) -> bool {
-    options.split(|&b| b == b',').any(|o| o == b"ro")
-}
-
-/// Parses one mountinfo line.
-pub fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
-    let mut it = fields(line);
-    let _id = it.next()?;
-    let _parent = it.next()?;
-    let dev = it.next()?;
-    let root = it.next()?;
-    let mount_point = it.next()?;
-    let mount_options = it.next()?;
-    // Optional fields end with a lone "-".
-    for f in it.by_ref() {
-        if f == b"-" {
-            break;
-        }
-    }
-    let fs_type = it.next()?;
-    let source = it.next()?;
-    let super_options = it.next().unwrap_or(b"");
-    let colon = dev.iter().position(|&b| b == b':')?;
-    let major = u32::try_from(parse_u64(&dev[..colon])?).ok()?;
-    let minor = u32::try_from(parse_u64(&dev[colon + 1..])?).ok()?;
-    Some(MountEntry {
-        dev: (major, minor),
-        root: unescape(root),
-        mount_point: unescape(mount_point),
-        fs_type: String::from_utf8_lossy(fs_type).into_owned(),
-        source: unescape(source),
-        read_only: has_ro(mount_options) || has_ro(super_options),
-    })
-}
-
 /// The mounts worth reporting: pseudo (and, unless `remote`, network) filesystems
 /// dropped, and each filesystem (device number) once — the mount of its root
 /// when there is one, else the first seen.
-pub fn real_mounts(content: &[u8], remote: bool) -> Vec<MountEntry> {
+pub(crate) fn real_mounts(content: &[u8], remote: bool) -> Vec<MountEntry> {
     let all: Vec<MountEntry> = lines(content).filter_map(parse_mountinfo_line).collect();
     // A later mount on the same mount point hides the earlier one: statvfs of
     // the path reaches only the top one.
@@ -167,7 +96,7 @@ pub fn real_mounts(content: &[u8], remote: bool) -> Vec<MountEntry> {
 }
 
 /// `statvfs` of `path` into a [`pb::DiskUsage`] (identity fields from `mount`).
-pub fn disk_usage(mount: &MountEntry) -> Result<pb::DiskUsage, SamplerError> {
+pub(crate) fn disk_usage(mount: &MountEntry) -> Result<pb::DiskUsage, SamplerError> {
     let c_path =
         CString::new(Path::new(&mount.mount_point).as_os_str().as_bytes()).map_err(|_| {
             SamplerError::Parse {
@@ -205,30 +134,30 @@ pub fn disk_usage(mount: &MountEntry) -> Result<pb::DiskUsage, SamplerError> {
 
 /// One line of /proc/diskstats.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DiskStatsLine {
+pub(crate) struct DiskStatsLine {
     /// Device name.
-    pub name: String,
+    pub(crate) name: String,
     /// reads completed, sectors read, ms reading, writes completed, sectors written,
     /// ms writing, in flight, io_ticks ms.
-    pub reads: u64,
+    pub(crate) reads: u64,
     /// Sectors (512 bytes) read.
-    pub read_sectors: u64,
+    pub(crate) read_sectors: u64,
     /// Milliseconds reading.
-    pub read_ms: u64,
+    pub(crate) read_ms: u64,
     /// Writes completed.
-    pub writes: u64,
+    pub(crate) writes: u64,
     /// Sectors (512 bytes) written.
-    pub write_sectors: u64,
+    pub(crate) write_sectors: u64,
     /// Milliseconds writing.
-    pub write_ms: u64,
+    pub(crate) write_ms: u64,
     /// I/Os in flight.
-    pub in_flight: u64,
+    pub(crate) in_flight: u64,
     /// Milliseconds with I/O in flight.
-    pub io_ticks_ms: u64,
+    pub(crate) io_ticks_ms: u64,
 }
 
 /// Parses one /proc/diskstats line.
-pub fn parse_diskstats_line(line: &[u8]) -> Option<DiskStatsLine> {
+pub(crate) fn parse_diskstats_line(line: &[u8]) -> Option<DiskStatsLine> {
     let mut it = fields(line);
     let _major = it.next()?;
     let _minor = it.next()?;
@@ -258,7 +187,8 @@ fn wanted_device(line: &DiskStatsLine, whole: &[String]) -> bool {
         && line.reads + line.writes + line.in_flight > 0
 }
 
-/// The disk sampler.
+/// Samples the real mounts (`statvfs`) and the whole block devices, with
+/// each device's utilisation since the previous pass.
 #[derive(Debug)]
 pub struct DiskSampler {
     mountinfo: ProcFile,
@@ -356,23 +286,6 @@ impl Sampler for DiskSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_mountinfo_lines() {
-        let m = parse_mountinfo_line(
-            b"36 35 98:0 /mnt1 /mnt/my\\040disk rw,noatime master:1 - ext3 /dev/root rw,errors=continue",
-        )
-        .unwrap();
-        assert_eq!(m.dev, (98, 0));
-        assert_eq!(m.root, "/mnt1");
-        assert_eq!(m.mount_point, "/mnt/my disk");
-        assert_eq!(m.fs_type, "ext3");
-        assert_eq!(m.source, "/dev/root");
-        assert!(!m.read_only);
-        let ro = parse_mountinfo_line(b"1 2 0:5 / /x ro,relatime - tmpfs tmpfs rw").unwrap();
-        assert!(ro.read_only);
-        assert!(parse_mountinfo_line(b"1 2 x / /x rw - tmpfs tmpfs rw").is_none());
-    }
 
     #[test]
     fn real_mounts_of_a_real_mountinfo() {

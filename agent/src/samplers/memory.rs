@@ -4,12 +4,12 @@
 use nodewatch_proto::pb;
 
 use super::pressure::PressureFile;
-use super::procfile::{ProcFile, fields, key_value, lines, parse_u64};
 use super::{Sampler, SamplerError};
+use crate::sys::procfile::{ProcFile, fields, key_value, lines, parse_u64};
 
 /// Fills the meminfo part of `out` (everything but vmstat and pressure).
 /// Returns `None` when MemTotal is missing or a value does not parse.
-pub fn parse_meminfo(content: &[u8], out: &mut pb::MemoryStats) -> Option<()> {
+pub(crate) fn parse_meminfo(content: &[u8], out: &mut pb::MemoryStats) -> Option<()> {
     let mut saw_total = false;
     let mut saw_available = false;
     for line in lines(content) {
@@ -49,7 +49,7 @@ pub fn parse_meminfo(content: &[u8], out: &mut pb::MemoryStats) -> Option<()> {
 }
 
 /// Fills the /proc/vmstat part of `out`. Counters the kernel does not have stay zero.
-pub fn parse_vmstat(content: &[u8], out: &mut pb::MemoryStats) -> Option<()> {
+pub(crate) fn parse_vmstat(content: &[u8], out: &mut pb::MemoryStats) -> Option<()> {
     for line in lines(content) {
         let mut it = fields(line);
         let key = it.next()?;
@@ -65,9 +65,9 @@ pub fn parse_vmstat(content: &[u8], out: &mut pb::MemoryStats) -> Option<()> {
     Some(())
 }
 
-/// The memory sampler.
+/// Samples host memory, paging counters and memory / I/O pressure.
 #[derive(Debug)]
-pub struct MemorySampler {
+pub(crate) struct MemorySampler {
     meminfo: ProcFile,
     vmstat: ProcFile,
     memory_pressure: Option<PressureFile>,
@@ -76,7 +76,7 @@ pub struct MemorySampler {
 
 impl MemorySampler {
     /// Opens /proc/meminfo, /proc/vmstat and the memory and io pressure files (when present).
-    pub fn new() -> Result<Self, SamplerError> {
+    pub(crate) fn new() -> Result<Self, SamplerError> {
         Ok(Self {
             meminfo: ProcFile::open("/proc/meminfo")?,
             vmstat: ProcFile::open("/proc/vmstat")?,

@@ -3,18 +3,18 @@
 use nodewatch_proto::pb;
 
 use super::SamplerError;
-use super::procfile::{ProcFile, fields, lines, parse_f64, parse_u64};
+use crate::sys::procfile::{ProcFile, fields, lines, parse_f64, parse_u64};
 
 /// One kept-open PSI file. Absent (`None` from [`PressureFile::open`]) when the
 /// kernel has no PSI (built without it, or booted with `psi=0`).
 #[derive(Debug)]
-pub struct PressureFile {
+pub(crate) struct PressureFile {
     file: ProcFile,
 }
 
 impl PressureFile {
     /// Opens `/proc/pressure/<resource>`; `None` when the kernel does not offer it.
-    pub fn open(resource: &str) -> Option<Self> {
+    pub(crate) fn open(resource: &str) -> Option<Self> {
         let mut file = ProcFile::open(format!("/proc/pressure/{resource}")).ok()?;
         // With psi=0 the file exists but reading it fails (EOPNOTSUPP).
         file.read().ok()?;
@@ -22,7 +22,7 @@ impl PressureFile {
     }
 
     /// Reads and parses the current pressure figures.
-    pub fn read(&mut self) -> Result<pb::Pressure, SamplerError> {
+    pub(crate) fn read(&mut self) -> Result<pb::Pressure, SamplerError> {
         let content = self.file.read()?;
         parse_pressure(content).ok_or_else(|| SamplerError::Parse {
             path: self.file.path().to_path_buf(),
@@ -33,7 +33,7 @@ impl PressureFile {
 
 /// Parses the content of a /proc/pressure file. `full` stays zero when the file
 /// has no `full` line (cpu on kernels before 5.13).
-pub fn parse_pressure(content: &[u8]) -> Option<pb::Pressure> {
+pub(crate) fn parse_pressure(content: &[u8]) -> Option<pb::Pressure> {
     let mut p = pb::Pressure::default();
     let mut seen_some = false;
     for line in lines(content) {

@@ -9,167 +9,25 @@
 //! entries). cmdline, cgroup, uid and limits are read when a process is first
 //! seen, when its name changes (exec), and at the PSS cadence.
 
-use std::collections::HashMap;
-use std::ffi::CStr;
+mod cgroup;
+mod parse;
+
 use std::fs::File;
-use std::os::fd::{AsRawFd as _, FromRawFd as _};
 use std::time::{Duration, Instant};
 
 use nodewatch_proto::pb;
 
-use super::cpu::ticks_per_second;
-use super::disk::parse_mountinfo_line;
-use super::fdscan::{Dir, parse_pid};
-use super::net::SocketsByPid;
-use super::procfile::{fields, key_value, lines, parse_i64, parse_u64, read_whole};
-use super::sockdiag::state_name;
-use super::{PidMap, Sampler, SamplerError};
-
-/// Fields of /proc/PID/stat the sampler uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PidStat {
-    /// comm, without parentheses.
-    pub name: String,
-    /// Parent pid.
-    pub ppid: u32,
-    /// utime, clock ticks.
-    pub utime: u64,
-    /// stime, clock ticks.
-    pub stime: u64,
-    /// Threads.
-    pub threads: u32,
-    /// Start time, clock ticks after boot.
-    pub start_time: u64,
-    /// Virtual size, bytes.
-    pub vsize: u64,
-    /// Resident pages.
-    pub rss_pages: u64,
-}
-
-/// Parses /proc/PID/stat. The name may hold spaces and parentheses, so the
-/// fields are counted after the last ')'.
-pub fn parse_pid_stat(content: &[u8], out: &mut PidStat) -> Option<()> {
-    let open = content.iter().position(|&b| b == b'(')?;
-    let close = content.iter().rposition(|&b| b == b')')?;
-    if close < open {
-        return None;
-    }
-    let name = &content[open + 1..close];
-    if out.name.as_bytes() != name {
-        out.name = String::from_utf8_lossy(name).into_owned();
-    }
-    // After ")": state(0) ppid(1) ... utime(11) stime(12) ... num_threads(17)
-    // itrealvalue(18) starttime(19) vsize(20) rss(21).
-    let mut it = fields(&content[close + 1..]);
-    let mut field = |skip: usize| it.nth(skip);
-    out.ppid = u32::try_from(parse_u64(field(1)?)?).ok()?;
-    out.utime = parse_u64(field(9)?)?;
-    out.stime = parse_u64(field(0)?)?;
-    out.threads = u32::try_from(parse_i64(field(4)?)?).ok()?;
-    out.start_time = parse_u64(field(1)?)?;
-    out.vsize = parse_u64(field(0)?)?;
-    out.rss_pages = u64::try_from(parse_i64(field(0)?)?).unwrap_or(0);
-    Some(())
-}
-
-/// Soft and hard RLIMIT_NOFILE from /proc/PID/limits (`u64::MAX` for unlimited).
-pub fn parse_fd_limits(content: &[u8]) -> Option<(u64, u64)> {
-    let line = lines(content).find(|l| l.starts_with(b"Max open files"))?;
-    let mut it = fields(&line[b"Max open files".len()..]);
-    let value = |v: &[u8]| {
-        if v == b"unlimited" {
-            Some(u64::MAX)
-        } else {
-            parse_u64(v)
-        }
-    };
-    Some((value(it.next()?)?, value(it.next()?)?))
-}
-
-/// Cgroup paths of one process from /proc/PID/cgroup: the v2 path and the path
-/// in the v1 memory hierarchy, when present.
-pub fn parse_cgroup(content: &[u8]) -> (Option<String>, Option<String>) {
-    let mut v2 = None;
-    let mut memory_v1 = None;
-    for line in lines(content) {
-        let mut parts = line.splitn(3, |&b| b == b':');
-        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let path = String::from_utf8_lossy(path).into_owned();
-        if id == b"0" && controllers.is_empty() {
-            v2 = Some(path);
-        } else if controllers.split(|&b| b == b',').any(|c| c == b"memory") {
-            memory_v1 = Some(path);
-        }
-    }
-    (v2, memory_v1)
-}
-
-/// Parses a memory limit file: a number of bytes, or "max" (v2). v1's
-/// "unlimited" is a huge page-aligned number; anything >= 2^60 counts as unlimited.
-pub fn parse_memory_limit(content: &[u8]) -> Option<u64> {
-    let v = fields(content).next()?;
-    if v == b"max" {
-        return None;
-    }
-    parse_u64(v).filter(|&n| n < 1 << 60)
-}
-
-/// `Pss:` of /proc/PID/smaps_rollup, bytes.
-pub fn parse_pss(content: &[u8]) -> Option<u64> {
-    lines(content)
-        .filter_map(key_value)
-        .find(|(k, _)| *k == b"Pss")
-        .map(|(_, kib)| kib * 1024)
-}
-
-/// Shortens a raw /proc/PID/cmdline (NUL-separated) to at most `max` bytes.
-pub fn short_cmdline(raw: &[u8], max: usize) -> String {
-    let mut s: Vec<u8> = raw.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
-    while s.last() == Some(&b' ') {
-        s.pop();
-    }
-    let mut text = String::from_utf8_lossy(&s).into_owned();
-    if text.len() > max {
-        let mut cut = max;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    text
-}
-
-/// Where the cgroup hierarchies are mounted.
-#[derive(Debug, Clone, Default)]
-struct CgroupRoots {
-    v2: Option<String>,
-    memory_v1: Option<String>,
-}
-
-fn find_cgroup_roots() -> CgroupRoots {
-    let mut roots = CgroupRoots::default();
-    let Ok(content) = std::fs::read("/proc/self/mountinfo") else {
-        return roots;
-    };
-    for line in lines(&content) {
-        let Some(m) = parse_mountinfo_line(line) else {
-            continue;
-        };
-        if m.fs_type == "cgroup2" && roots.v2.is_none() {
-            roots.v2 = Some(m.mount_point);
-        } else if m.fs_type == "cgroup" && roots.memory_v1.is_none() {
-            // The super options (last field) name the controllers.
-            let opts = fields(line).last().unwrap_or(b"");
-            if opts.split(|&b| b == b',').any(|o| o == b"memory") {
-                roots.memory_v1 = Some(m.mount_point);
-            }
-        }
-    }
-    roots
-}
+use self::cgroup::{MemoryCgroup, MemoryLimits, memory_cgroup};
+use self::parse::{
+    PidStat, parse_cgroup, parse_fd_limits, parse_pid_stat, parse_pss, short_cmdline,
+};
+use super::connections::SocketsByPid;
+use super::{CADENCE_SLACK, Sampler, SamplerError};
+use crate::sys::inthash::PidMap;
+use crate::sys::procdir::{fd_dir_size, is_denied, kernel_counts_fds, list_pids, open_pid_file};
+use crate::sys::procfile::{fields, lines, parse_u64, read_whole};
+use crate::sys::sockdiag::nonzero_states;
+use crate::sys::sysconf::{page_size, ticks_per_second};
 
 /// One tracked process.
 #[derive(Debug)]
@@ -180,8 +38,8 @@ struct Tracked {
     stat: PidStat,
     cmdline: String,
     cgroup: String,
-    /// Path used for the memory limit lookup, with its hierarchy root.
-    memory_cgroup: Option<(bool, String)>,
+    /// Path used for the memory limit lookup, with its hierarchy.
+    memory_cgroup: Option<MemoryCgroup>,
     uid: u32,
     fd_limits: (u64, u64),
     prev_ticks: Option<(u64, Instant)>,
@@ -190,9 +48,10 @@ struct Tracked {
     generation: u64,
 }
 
-/// The process sampler.
+/// Samples every process, keeping per-process files open across passes
+/// within a descriptor budget.
 #[derive(Debug)]
-pub struct ProcessSampler {
+pub(crate) struct ProcessSampler {
     proc_fd: File,
     tracked: PidMap<Tracked>,
     /// The pids of the current pass (buffer reused across passes).
@@ -203,8 +62,7 @@ pub struct ProcessSampler {
     max_processes: usize,
     pss_interval: Duration,
     last_pss: Option<Instant>,
-    roots: CgroupRoots,
-    limits_cache: HashMap<(bool, String), Option<u64>>,
+    limits: MemoryLimits,
     sockets: SocketsByPid,
     generation: u64,
     open_budget: usize,
@@ -213,38 +71,6 @@ pub struct ProcessSampler {
     buf: Vec<u8>,
     /// The kernel reports the descriptor count as the fd directory's size (6.2+).
     counts_fds: bool,
-}
-
-/// Socket-pass results younger than this are from the same sampling cycle.
-const SHARE_FRESH: Duration = Duration::from_millis(500);
-
-/// Opens `<pid>/<name>` relative to the /proc directory descriptor.
-fn open_pid_file(
-    proc_fd: &File,
-    pid: u32,
-    name: &str,
-    flags: libc::c_int,
-) -> std::io::Result<File> {
-    let mut path = [0u8; 48];
-    let text = format_args!("{pid}/{name}\0").to_string();
-    let bytes = text.as_bytes();
-    if bytes.len() > path.len() {
-        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
-    }
-    path[..bytes.len()].copy_from_slice(bytes);
-    let c = CStr::from_bytes_with_nul(&path[..bytes.len()])
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: NUL-terminated path, valid flags.
-    let fd = unsafe { libc::openat(proc_fd.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor we own.
-    Ok(unsafe { File::from_raw_fd(fd) })
-}
-
-fn is_denied(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM))
 }
 
 /// Number of entries of a directory (fallback for kernels before 6.2).
@@ -257,7 +83,7 @@ fn count_dir_entries(pid: u32) -> u32 {
 impl ProcessSampler {
     /// Opens /proc and finds the cgroup hierarchies. `open_budget`: how many
     /// per-process files may stay open (two per process).
-    pub fn new(
+    pub(crate) fn new(
         cmdline_max: usize,
         max_processes: usize,
         pss_interval: Duration,
@@ -268,33 +94,25 @@ impl ProcessSampler {
             path: "/proc".into(),
             source,
         })?;
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         Ok(Self {
             proc_fd,
             tracked: PidMap::default(),
             pids: Vec::new(),
             hz: ticks_per_second(),
-            page_size: if page > 0 { page as u64 } else { 4096 },
+            page_size: page_size(),
             cmdline_max,
             max_processes,
             pss_interval,
             last_pss: None,
-            roots: find_cgroup_roots(),
-            limits_cache: HashMap::new(),
+            limits: MemoryLimits::new(),
             sockets,
             generation: 0,
             open_budget,
             open_files: 0,
             permission_denied: 0,
             buf: Vec::with_capacity(4096),
-            counts_fds: std::fs::metadata("/proc/self/fd").is_ok_and(|m| m.len() > 0),
+            counts_fds: kernel_counts_fds(),
         })
-    }
-
-    /// Reads of other users' /proc entries refused so far (counted, not logged).
-    pub fn permission_denied(&self) -> u64 {
-        self.permission_denied
     }
 
     fn read_small(&mut self, pid: u32, name: &str) -> Option<&[u8]> {
@@ -331,7 +149,7 @@ impl ProcessSampler {
                 .and_then(|l| fields(&l[4..]).next().and_then(parse_u64))
         });
         let limits = self.read_small(pid, "limits").and_then(parse_fd_limits);
-        let has_v1_memory = self.roots.memory_v1.is_some();
+        let has_v1_memory = self.limits.has_v1_memory();
         let Some(t) = self.tracked.get_mut(&pid) else {
             return;
         };
@@ -341,11 +159,9 @@ impl ProcessSampler {
             cmdline
         };
         if let Some((v2, v1)) = cgroups {
-            let memory = match (has_v1_memory, v1, v2.clone()) {
-                (true, Some(p), _) => Some((true, p)),
-                (_, _, Some(p)) => Some((false, p)),
-                _ => None,
-            };
+            let memory = memory_cgroup(has_v1_memory, v2, v1);
+            // The cgroup reported is the one the memory limit comes from: on
+            // a hybrid host, the v1 memory cgroup, not the v2 path.
             t.cgroup = memory
                 .as_ref()
                 .map(|(_, p)| p.trim_start_matches('/').to_string())
@@ -359,43 +175,6 @@ impl ProcessSampler {
             t.fd_limits = l;
         }
         t.slow_refreshed = Some(now);
-    }
-
-    /// The effective memory limit of a cgroup: the smallest limit on the way to the root.
-    fn memory_limit(&mut self, key: &(bool, String)) -> Option<u64> {
-        if let Some(v) = self.limits_cache.get(key) {
-            return *v;
-        }
-        let root = if key.0 {
-            self.roots.memory_v1.as_deref()
-        } else {
-            self.roots.v2.as_deref()
-        };
-        let file = if key.0 {
-            "memory.limit_in_bytes"
-        } else {
-            "memory.max"
-        };
-        let mut best: Option<u64> = None;
-        if let Some(root) = root {
-            let mut path = key.1.trim_end_matches('/').to_string();
-            // Bounded by the path depth.
-            loop {
-                if let Ok(content) = std::fs::read(format!("{root}{path}/{file}"))
-                    && let Some(v) = parse_memory_limit(&content)
-                {
-                    best = Some(best.map_or(v, |b| b.min(v)));
-                }
-                match path.rfind('/') {
-                    Some(i) if !path.is_empty() => path.truncate(i),
-                    _ => break,
-                }
-            }
-        }
-        if self.limits_cache.len() < 4096 {
-            self.limits_cache.insert(key.clone(), best);
-        }
-        best
     }
 
     fn keep_open(&mut self, f: std::io::Result<File>) -> Option<File> {
@@ -516,12 +295,11 @@ impl ProcessSampler {
             None
         };
         // Open descriptors: from the socket pass of this cycle when it ran,
-        // else the size of the fd directory.
+        // else the size of the fd directory. Sockets by state: from the
+        // latest socket pass, of whatever age.
         let (shared_fds, socket_states) = {
             let share = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
-            let fresh = share
-                .at
-                .is_some_and(|at| now.saturating_duration_since(at) < SHARE_FRESH);
+            let fresh = share.is_fresh(now);
             match share.by_pid.get(&pid) {
                 Some(p) => (p.fds.filter(|_| fresh), Some(p.states)),
                 None => (None, None),
@@ -531,12 +309,7 @@ impl ProcessSampler {
             Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
             None => {
                 let t = self.tracked.get(&pid)?;
-                let size = match &t.fd_dir {
-                    Some(d) => d.metadata().map(|m| m.len()).unwrap_or(0),
-                    None => std::fs::metadata(format!("/proc/{pid}/fd"))
-                        .map(|m| m.len())
-                        .unwrap_or(0),
-                };
+                let size = fd_dir_size(t.fd_dir.as_ref(), pid).unwrap_or(0);
                 if size > 0 || self.counts_fds {
                     u32::try_from(size).unwrap_or(u32::MAX)
                 } else {
@@ -545,16 +318,13 @@ impl ProcessSampler {
             }
         };
         let memory_key = self.tracked.get(&pid)?.memory_cgroup.clone();
-        let memory_max = memory_key.and_then(|k| self.memory_limit(&k));
+        let memory_max = memory_key.and_then(|k| self.limits.limit(&k));
         let sockets: Vec<pb::ProcessSocketCount> = socket_states
             .map(|counts| {
-                counts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| **c > 0)
-                    .map(|(s, c)| pb::ProcessSocketCount {
-                        state: state_name(s as u8).to_string(),
-                        count: *c,
+                nonzero_states(&counts)
+                    .map(|(state, count)| pb::ProcessSocketCount {
+                        state: state.to_string(),
+                        count,
                     })
                     .collect()
             })
@@ -609,10 +379,10 @@ impl Sampler for ProcessSampler {
     fn sample(&mut self, batch: &mut pb::Batch) -> Result<(), SamplerError> {
         let now = Instant::now();
         self.generation += 1;
-        self.limits_cache.clear();
-        let pss_due = self.last_pss.is_none_or(|at| {
-            now.duration_since(at) + Duration::from_millis(200) >= self.pss_interval
-        });
+        self.limits.clear();
+        let pss_due = self
+            .last_pss
+            .is_none_or(|at| now.duration_since(at) + CADENCE_SLACK >= self.pss_interval);
         if pss_due {
             self.last_pss = Some(now);
         }
@@ -622,24 +392,14 @@ impl Sampler for ProcessSampler {
         pids.clear();
         {
             let share = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
-            let fresh = share
-                .at
-                .is_some_and(|at| now.saturating_duration_since(at) < SHARE_FRESH);
-            if fresh && let Some(listed) = &share.pids {
+            if share.is_fresh(now)
+                && let Some(listed) = &share.pids
+            {
                 pids.extend_from_slice(listed);
             }
         }
         if pids.is_empty() {
-            let mut dir =
-                Dir::open_at(libc::AT_FDCWD, c"/proc").map_err(|source| SamplerError::Read {
-                    path: "/proc".into(),
-                    source,
-                })?;
-            while let Some(name) = dir.next_name() {
-                if let Some(pid) = parse_pid(name) {
-                    pids.push(pid);
-                }
-            }
+            list_pids(&mut pids, usize::MAX)?;
         }
         let mut complete = true;
         for &pid in &pids {
@@ -673,73 +433,6 @@ impl Sampler for ProcessSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_real_pid_stat() {
-        let mut s = PidStat::default();
-        parse_pid_stat(include_bytes!("fixtures/proc_pid_stat"), &mut s).unwrap();
-        assert_eq!(s.name, "cat");
-        assert_eq!(s.ppid, 17094);
-        assert_eq!(s.utime, 0);
-        assert_eq!(s.stime, 0);
-        assert_eq!(s.threads, 1);
-        assert_eq!(s.start_time, 100_036);
-        assert_eq!(s.vsize, 3_133_440);
-        assert_eq!(s.rss_pages, 359);
-    }
-
-    #[test]
-    fn name_with_spaces_and_parens() {
-        let mut s = PidStat::default();
-        let line = b"42 (a) b (c)) S 1 42 42 0 -1 0 0 0 0 0 7 9 0 0 20 0 3 0 555 1000 20 0";
-        parse_pid_stat(line, &mut s).unwrap();
-        assert_eq!(s.name, "a) b (c)");
-        assert_eq!((s.ppid, s.utime, s.stime, s.threads), (1, 7, 9, 3));
-        assert_eq!((s.start_time, s.vsize, s.rss_pages), (555, 1000, 20));
-        assert!(parse_pid_stat(b"42 (x) S 1", &mut s).is_none());
-    }
-
-    #[test]
-    fn parses_limits() {
-        assert_eq!(
-            parse_fd_limits(include_bytes!("fixtures/proc_limits")),
-            Some((20000, 20000))
-        );
-        assert_eq!(
-            parse_fd_limits(
-                b"Max open files            unlimited            unlimited            files\n"
-            ),
-            Some((u64::MAX, u64::MAX))
-        );
-        assert_eq!(parse_fd_limits(b"Max processes 1 1 processes\n"), None);
-    }
-
-    #[test]
-    fn parses_cgroups() {
-        let (v2, v1) = parse_cgroup(include_bytes!("fixtures/proc_cgroup_hybrid"));
-        assert_eq!(v2.as_deref(), Some("/"));
-        assert_eq!(v1.as_deref(), Some("/system.slice/app.service"));
-        let (v2, v1) = parse_cgroup(b"0::/system.slice/nginx.service\n");
-        assert_eq!(v2.as_deref(), Some("/system.slice/nginx.service"));
-        assert_eq!(v1, None);
-    }
-
-    #[test]
-    fn parses_memory_limits() {
-        assert_eq!(parse_memory_limit(b"max\n"), None);
-        assert_eq!(parse_memory_limit(b"268435456\n"), Some(256 << 20));
-        assert_eq!(parse_memory_limit(b"9223372036854771712\n"), None);
-    }
-
-    #[test]
-    fn parses_pss_and_cmdline() {
-        assert_eq!(
-            parse_pss(b"55c0-7ff [rollup]\nRss:  100 kB\nPss:   40 kB\nPss_Anon: 10 kB\n"),
-            Some(40 * 1024)
-        );
-        assert_eq!(short_cmdline(b"sleep\x0060\x00", 256), "sleep 60");
-        assert_eq!(short_cmdline("aé€".as_bytes(), 4), "aé");
-    }
 
     #[test]
     fn without_descriptor_budget_the_same_process_keeps_its_history() {

@@ -25,7 +25,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
-use super::SamplerError;
+use super::error::SysError;
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -40,25 +40,27 @@ const REQ_LEN: usize = NLMSG_HDR + 56;
 const COMPAT_REQ_LEN: usize = NLMSG_HDR + 60;
 const DIAG_MSG_LEN: usize = 72;
 
-/// TCP state numbers (`include/net/tcp_states.h`).
-pub mod tcp_state {
+/// TCP state numbers (`include/net/tcp_states.h`), listed together even where
+/// only tests use them.
+#[allow(dead_code)]
+pub(crate) mod tcp_state {
     /// Established.
-    pub const ESTABLISHED: u8 = 1;
+    pub(crate) const ESTABLISHED: u8 = 1;
     /// Connection is closing, local side still open (peer sent FIN).
-    pub const CLOSE_WAIT: u8 = 8;
+    pub(crate) const CLOSE_WAIT: u8 = 8;
     /// Waiting after close.
-    pub const TIME_WAIT: u8 = 6;
+    pub(crate) const TIME_WAIT: u8 = 6;
     /// Listening.
-    pub const LISTEN: u8 = 10;
+    pub(crate) const LISTEN: u8 = 10;
     /// Closed (for UDP: unconnected).
-    pub const CLOSE: u8 = 7;
+    pub(crate) const CLOSE: u8 = 7;
     /// Dump filter only (kernel 6.8+): bound, neither listening nor
     /// connected; such sockets are reported as CLOSE.
-    pub const BOUND_INACTIVE: u8 = 13;
+    pub(crate) const BOUND_INACTIVE: u8 = 13;
 }
 
 /// Names of TCP states as the kernel spells them, indexed by state number.
-pub const STATE_NAMES: [&str; 13] = [
+pub(crate) const STATE_NAMES: [&str; 13] = [
     "UNKNOWN",
     "ESTABLISHED",
     "SYN_SENT",
@@ -75,37 +77,49 @@ pub const STATE_NAMES: [&str; 13] = [
 ];
 
 /// Name of a state number.
-pub fn state_name(state: u8) -> &'static str {
+pub(crate) fn state_name(state: u8) -> &'static str {
     STATE_NAMES
         .get(usize::from(state))
         .copied()
         .unwrap_or("UNKNOWN")
 }
 
+/// The states with a non-zero count in per-state counts (indexed by state
+/// number), as (state name, count), in state-number order.
+pub(crate) fn nonzero_states<T: Copy + Default + PartialEq>(
+    counts: &[T; 13],
+) -> impl Iterator<Item = (&'static str, T)> + '_ {
+    counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != T::default())
+        .map(|(s, c)| (state_name(s as u8), *c))
+}
+
 /// One socket of a dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SockRecord {
+pub(crate) struct SockRecord {
     /// TCP state number (UDP uses ESTABLISHED for connected, CLOSE for unconnected).
-    pub state: u8,
+    pub(crate) state: u8,
     /// Local address.
-    pub src: IpAddr,
+    pub(crate) src: IpAddr,
     /// Local port.
-    pub sport: u16,
+    pub(crate) sport: u16,
     /// Remote address.
-    pub dst: IpAddr,
+    pub(crate) dst: IpAddr,
     /// Remote port.
-    pub dport: u16,
+    pub(crate) dport: u16,
     /// Receive queue; for a listener, the current accept queue.
-    pub rqueue: u32,
+    pub(crate) rqueue: u32,
     /// Send queue; for a listener, its backlog.
-    pub wqueue: u32,
+    pub(crate) wqueue: u32,
     /// Owner uid.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Socket inode, 0 for TIME_WAIT and request sockets (no file).
-    pub inode: u32,
+    pub(crate) inode: u32,
     /// The socket's family is IPv6 (its addresses may still be v4-mapped and
     /// shown as IPv4).
-    pub v6: bool,
+    pub(crate) v6: bool,
 }
 
 fn addr(family: u8, raw: &[u8]) -> IpAddr {
@@ -128,7 +142,7 @@ fn u32_ne(b: &[u8]) -> u32 {
 }
 
 /// Parses one `struct inet_diag_msg` (the payload after the netlink header).
-pub fn parse_diag_msg(p: &[u8]) -> Option<SockRecord> {
+pub(crate) fn parse_diag_msg(p: &[u8]) -> Option<SockRecord> {
     if p.len() < DIAG_MSG_LEN {
         return None;
     }
@@ -155,7 +169,7 @@ pub fn parse_diag_msg(p: &[u8]) -> Option<SockRecord> {
 
 /// Builds a dump request for one family and protocol; `states` is a bit mask of
 /// TCP state numbers (`1 << state`).
-pub fn build_request(family: u8, protocol: u8, states: u32, seq: u32) -> [u8; REQ_LEN] {
+pub(crate) fn build_request(family: u8, protocol: u8, states: u32, seq: u32) -> [u8; REQ_LEN] {
     let mut r = [0u8; REQ_LEN];
     r[0..4].copy_from_slice(&(REQ_LEN as u32).to_ne_bytes());
     r[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -172,7 +186,7 @@ pub fn build_request(family: u8, protocol: u8, states: u32, seq: u32) -> [u8; RE
 
 /// Builds a legacy `TCPDIAG_GETSOCK` dump request: TCP sockets of both
 /// families whose state is in the `states` bit mask, in one table walk.
-pub fn build_tcp_compat_request(states: u32, seq: u32) -> [u8; COMPAT_REQ_LEN] {
+pub(crate) fn build_tcp_compat_request(states: u32, seq: u32) -> [u8; COMPAT_REQ_LEN] {
     let mut r = [0u8; COMPAT_REQ_LEN];
     r[0..4].copy_from_slice(&(COMPAT_REQ_LEN as u32).to_ne_bytes());
     r[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
@@ -188,7 +202,7 @@ pub fn build_tcp_compat_request(states: u32, seq: u32) -> [u8; COMPAT_REQ_LEN] {
 
 /// How TCP sockets are dumped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpDumpMode {
+pub(crate) enum TcpDumpMode {
     /// Not tried yet.
     Untried,
     /// One `TCPDIAG_GETSOCK` walk for both families.
@@ -200,7 +214,7 @@ pub enum TcpDumpMode {
 
 /// A kept-open NETLINK_SOCK_DIAG socket with a reused receive buffer.
 #[derive(Debug)]
-pub struct SockDiag {
+pub(crate) struct SockDiag {
     fd: OwnedFd,
     buf: Vec<u8>,
     seq: u32,
@@ -212,7 +226,7 @@ const RECV_BUF: usize = 64 * 1024;
 
 impl SockDiag {
     /// Opens the netlink socket.
-    pub fn open() -> Result<Self, SamplerError> {
+    pub(crate) fn open() -> Result<Self, SysError> {
         // SAFETY: plain socket(2) call.
         let fd = unsafe {
             libc::socket(
@@ -222,7 +236,7 @@ impl SockDiag {
             )
         };
         if fd < 0 {
-            return Err(SamplerError::Os {
+            return Err(SysError::Os {
                 call: "socket(AF_NETLINK, NETLINK_SOCK_DIAG)",
                 source: std::io::Error::last_os_error(),
             });
@@ -238,23 +252,25 @@ impl SockDiag {
     }
 
     /// How TCP dumps are made (after the first [`SockDiag::dump_tcp`]).
-    pub fn tcp_mode(&self) -> TcpDumpMode {
+    #[cfg(test)]
+    pub(crate) fn tcp_mode(&self) -> TcpDumpMode {
         self.tcp_mode
     }
 
     /// Forces per-family TCP dumps (tests of the fallback).
-    pub fn force_per_family(&mut self) {
+    #[cfg(test)]
+    pub(crate) fn force_per_family(&mut self) {
         self.tcp_mode = TcpDumpMode::PerFamily;
     }
 
     /// Dumps the TCP sockets of both families whose state is in `states`, in
     /// one table walk when the kernel serves the legacy request, else one walk
     /// per family (IPv4 first). Logs once which way is used.
-    pub fn dump_tcp(
+    pub(crate) fn dump_tcp(
         &mut self,
         states: u32,
         mut each: impl FnMut(&SockRecord),
-    ) -> Result<(), SamplerError> {
+    ) -> Result<(), SysError> {
         if self.tcp_mode != TcpDumpMode::PerFamily {
             self.seq = self.seq.wrapping_add(1);
             let req = build_tcp_compat_request(states, self.seq);
@@ -292,13 +308,13 @@ impl SockDiag {
     /// Dumps every socket of `family` (AF_INET / AF_INET6) and `protocol`
     /// (IPPROTO_TCP / IPPROTO_UDP) whose state is in the `states` bit mask,
     /// calling `each` per socket.
-    pub fn dump(
+    pub(crate) fn dump(
         &mut self,
         family: u8,
         protocol: u8,
         states: u32,
         mut each: impl FnMut(&SockRecord),
-    ) -> Result<(), SamplerError> {
+    ) -> Result<(), SysError> {
         self.seq = self.seq.wrapping_add(1);
         let req = build_request(family, protocol, states, self.seq);
         self.request(&req, SOCK_DIAG_BY_FAMILY, &mut each)
@@ -310,7 +326,7 @@ impl SockDiag {
         req: &[u8],
         kind: u16,
         each: &mut impl FnMut(&SockRecord),
-    ) -> Result<(), SamplerError> {
+    ) -> Result<(), SysError> {
         // SAFETY: zeroed sockaddr_nl is valid; we fill the family.
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as u16;
@@ -326,7 +342,7 @@ impl SockDiag {
             )
         };
         if sent < 0 {
-            return Err(SamplerError::Os {
+            return Err(SysError::Os {
                 call: "sendto(sock_diag)",
                 source: std::io::Error::last_os_error(),
             });
@@ -348,13 +364,13 @@ impl SockDiag {
                 if err.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(SamplerError::Os {
+                return Err(SysError::Os {
                     call: "recv(sock_diag)",
                     source: err,
                 });
             }
             if n == 0 {
-                return Err(SamplerError::Netlink("socket closed during dump"));
+                return Err(SysError::Netlink("socket closed during dump"));
             }
             match walk_messages(&self.buf[..n as usize], self.seq, kind, each)? {
                 Walk::Done => return Ok(()),
@@ -366,7 +382,7 @@ impl SockDiag {
 
 /// Whether a dump continues after one datagram.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Walk {
+pub(crate) enum Walk {
     /// More datagrams follow.
     More,
     /// NLMSG_DONE seen.
@@ -375,18 +391,18 @@ pub enum Walk {
 
 /// Walks the netlink messages of one datagram; socket records are the
 /// messages of type `kind` (the request's type).
-pub fn walk_messages(
+pub(crate) fn walk_messages(
     mut data: &[u8],
     seq: u32,
     kind_wanted: u16,
     each: &mut impl FnMut(&SockRecord),
-) -> Result<Walk, SamplerError> {
+) -> Result<Walk, SysError> {
     while data.len() >= NLMSG_HDR {
         let len = u32_ne(&data[0..4]) as usize;
         let kind = u16::from_ne_bytes([data[4], data[5]]);
         let msg_seq = u32_ne(&data[8..12]);
         if len < NLMSG_HDR || len > data.len() {
-            return Err(SamplerError::Netlink("truncated message"));
+            return Err(SysError::Netlink("truncated message"));
         }
         let payload = &data[NLMSG_HDR..len];
         if msg_seq == seq {
@@ -400,7 +416,7 @@ pub fn walk_messages(
                         Some(0) => Ok(Walk::Done),
                         // Protocol not available (e.g. module not loaded): an empty dump.
                         Some(c) if -c == libc::ENOENT => Ok(Walk::Done),
-                        _ => Err(SamplerError::Netlink("dump failed")),
+                        _ => Err(SysError::Netlink("dump failed")),
                     };
                 }
                 k if k == kind_wanted => {
@@ -421,6 +437,15 @@ pub fn walk_messages(
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    #[test]
+    fn state_names_match_kernel_numbers() {
+        assert_eq!(state_name(tcp_state::ESTABLISHED), "ESTABLISHED");
+        assert_eq!(state_name(tcp_state::TIME_WAIT), "TIME_WAIT");
+        assert_eq!(state_name(tcp_state::CLOSE_WAIT), "CLOSE_WAIT");
+        assert_eq!(state_name(tcp_state::LISTEN), "LISTEN");
+        assert_eq!(state_name(200), "UNKNOWN");
+    }
 
     #[test]
     fn request_layout() {

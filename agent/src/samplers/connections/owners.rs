@@ -18,11 +18,13 @@
 //! they do not force a full scan every pass.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd as _, FromRawFd as _};
+use std::os::fd::AsRawFd as _;
 use std::time::{Duration, Instant};
 
-use super::fdscan::{Dir, is_denied, parse_pid, socket_inodes_of};
-use super::{PidMap, SamplerError};
+use crate::samplers::SamplerError;
+use crate::sys::fdscan::socket_inodes_of;
+use crate::sys::inthash::PidMap;
+use crate::sys::procdir::{fd_dir_size, is_denied, kernel_counts_fds, list_pids, open_fd_dir};
 
 /// Bound on remembered unowned inodes.
 const MAX_UNOWNED: usize = 65_536;
@@ -37,20 +39,20 @@ struct ProcSockets {
 
 /// Counters of one pass, for the bench and logs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct OwnerPassStats {
+pub(crate) struct OwnerPassStats {
     /// Processes whose descriptors were re-read.
-    pub rescanned: u64,
+    pub(crate) rescanned: u64,
     /// Whether every process was re-read.
-    pub full_scan: bool,
+    pub(crate) full_scan: bool,
     /// Processes whose descriptors could not be read (permission).
-    pub permission_denied: u64,
+    pub(crate) permission_denied: u64,
     /// Processes tracked.
-    pub processes: u64,
+    pub(crate) processes: u64,
 }
 
 /// The incremental socket-owner cache.
 #[derive(Debug)]
-pub struct SocketOwners {
+pub(crate) struct SocketOwners {
     proc_fd: File,
     procs: PidMap<ProcSockets>,
     /// The pids of the latest update, in /proc order.
@@ -72,27 +74,9 @@ pub struct SocketOwners {
     counts_fds: bool,
 }
 
-fn fd_dir_size(f: &File) -> Option<u64> {
-    f.metadata().ok().map(|m| m.len())
-}
-
-fn open_fd_dir(proc_fd: &File, pid: u32) -> Option<File> {
-    let path = std::ffi::CString::new(format!("{pid}/fd")).ok()?;
-    // SAFETY: NUL-terminated path, valid flags.
-    let fd = unsafe {
-        libc::openat(
-            proc_fd.as_raw_fd(),
-            path.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    // SAFETY: fresh descriptor we own.
-    (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
-}
-
 impl SocketOwners {
     /// `open_budget`: how many fd directories may stay open.
-    pub fn new(
+    pub(crate) fn new(
         max_processes: usize,
         full_refresh: Duration,
         open_budget: usize,
@@ -114,8 +98,7 @@ impl SocketOwners {
             open_budget,
             open_files: 0,
             scratch: Vec::new(),
-            // This process has at least stdin..stderr and /proc open.
-            counts_fds: std::fs::metadata("/proc/self/fd").is_ok_and(|m| m.len() > 0),
+            counts_fds: kernel_counts_fds(),
         })
     }
 
@@ -150,7 +133,7 @@ impl SocketOwners {
 
     /// Every pid listed by the latest update (ascending, as /proc lists
     /// them), or `None` when the list was cut at the process bound.
-    pub fn pids(&self) -> Option<&[u32]> {
+    pub(crate) fn pids(&self) -> Option<&[u32]> {
         self.pids_complete.then_some(self.pids.as_slice())
     }
 
@@ -178,7 +161,7 @@ impl SocketOwners {
 
     /// Open descriptors per tracked process as of the latest update (empty on
     /// kernels that do not report the count).
-    pub fn fd_counts(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+    pub(crate) fn fd_counts(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         self.procs
             .iter()
             .filter(|_| self.counts_fds)
@@ -187,7 +170,7 @@ impl SocketOwners {
 
     /// Refreshes the cache against `alive`, the inodes of the current dump
     /// (sorted), and calls `each(pid, inode)` for every socket each process holds.
-    pub fn update(
+    pub(crate) fn update(
         &mut self,
         alive: &[u32],
         now: Instant,
@@ -201,36 +184,13 @@ impl SocketOwners {
             .is_none_or(|at| now.duration_since(at) >= self.full_refresh);
         let is_alive = |inode: &u32| alive.binary_search(inode).is_ok();
 
-        let mut proc_dir =
-            Dir::open_at(libc::AT_FDCWD, c"/proc").map_err(|source| SamplerError::Read {
-                path: "/proc".into(),
-                source,
-            })?;
         let mut pids = std::mem::take(&mut self.pids);
         pids.clear();
-        self.pids_complete = true;
-        while let Some(name) = proc_dir.next_name() {
-            if let Some(pid) = parse_pid(name) {
-                if pids.len() >= self.max_processes {
-                    self.pids_complete = false;
-                    break;
-                }
-                pids.push(pid);
-            }
-        }
-        drop(proc_dir);
+        self.pids_complete = list_pids(&mut pids, self.max_processes)?;
 
         for &pid in &pids {
             let known = self.procs.get(&pid);
-            let size = match known {
-                Some(p) => match &p.fd_dir {
-                    Some(d) => fd_dir_size(d),
-                    None => std::fs::metadata(format!("/proc/{pid}/fd"))
-                        .ok()
-                        .map(|m| m.len()),
-                },
-                None => None,
-            };
+            let size = known.and_then(|p| fd_dir_size(p.fd_dir.as_ref(), pid));
             let needs = match (known, size) {
                 (Some(p), Some(size)) => {
                     full_due
@@ -255,7 +215,10 @@ impl SocketOwners {
                 } else {
                     None
                 };
-                let fd_count = fd_dir.as_ref().and_then(fd_dir_size).unwrap_or(0);
+                let fd_count = match &fd_dir {
+                    Some(d) => fd_dir_size(Some(d), pid).unwrap_or(0),
+                    None => 0,
+                };
                 self.procs.insert(
                     pid,
                     ProcSockets {

@@ -2,7 +2,7 @@
 //! aarch64 generic `unistd.h` with the 64-bit options arm64 selects).
 
 /// Syscall names by number (x86_64); empty strings are unassigned numbers.
-pub const X86_64: [&str; 451] = [
+pub(super) const X86_64: [&str; 451] = [
     "read",
     "write",
     "open",
@@ -457,7 +457,7 @@ pub const X86_64: [&str; 451] = [
 ];
 
 /// Syscall names by number (aarch64); empty strings are unassigned numbers.
-pub const AARCH64: [&str; 451] = [
+pub(super) const AARCH64: [&str; 451] = [
     "io_setup",
     "io_destroy",
     "io_submit",

@@ -1,15 +1,15 @@
-//! Batches sampled but not yet acknowledged by the collector.
-//!
-//! Bounded by encoded size: when full, the oldest batch is dropped and
-//! counted. Sampling never waits for the network; the client sends from here
-//! and frees batches once the collector acknowledges them as durable.
+//! The in-memory outbox: unacknowledged batches in a queue bounded by
+//! encoded size; when full, the oldest batch is dropped and counted.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use futures::future::BoxFuture;
 use nodewatch_proto::pb;
 use prost::Message as _;
 use tokio::sync::Notify;
+
+use super::{Outbox, OutboxStats};
 
 #[derive(Debug, Default)]
 struct Queue {
@@ -19,28 +19,15 @@ struct Queue {
     acked: u64,
 }
 
-/// Unacknowledged batches, oldest first, bounded by encoded bytes.
+/// Unacknowledged batches in memory, oldest first, bounded by encoded bytes.
 #[derive(Debug)]
-pub struct Outbox {
+pub struct MemoryOutbox {
     queue: Mutex<Queue>,
     capacity_bytes: usize,
     notify: Notify,
 }
 
-/// What the outbox holds now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutboxStats {
-    /// Batches waiting for an acknowledgement.
-    pub batches: usize,
-    /// Their encoded size.
-    pub bytes: usize,
-    /// Batches dropped because the outbox was full.
-    pub dropped: u64,
-    /// Highest acknowledged seq.
-    pub acked: u64,
-}
-
-impl Outbox {
+impl MemoryOutbox {
     /// An empty outbox holding at most `capacity_bytes` of encoded batches.
     pub fn new(capacity_bytes: usize) -> Self {
         Self {
@@ -53,9 +40,10 @@ impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// Adds a batch; returns how many old batches were dropped to make room.
-    pub fn push(&self, batch: pb::Batch) -> u64 {
+impl Outbox for MemoryOutbox {
+    fn push(&self, batch: pb::Batch) -> u64 {
         let size = batch.encoded_len();
         let mut dropped = 0;
         {
@@ -74,8 +62,7 @@ impl Outbox {
         dropped
     }
 
-    /// Frees every batch with seq <= `seq`.
-    pub fn ack(&self, seq: u64) {
+    fn ack(&self, seq: u64) {
         let mut q = self.lock();
         q.acked = q.acked.max(seq);
         while q.batches.front().is_some_and(|(b, _)| b.seq <= seq) {
@@ -85,8 +72,7 @@ impl Outbox {
         }
     }
 
-    /// Drops the batch `seq` (the collector refused it as invalid).
-    pub fn reject(&self, seq: u64) {
+    fn reject(&self, seq: u64) {
         let mut q = self.lock();
         if let Some(pos) = q.batches.iter().position(|(b, _)| b.seq == seq)
             && let Some((_, s)) = q.batches.remove(pos)
@@ -96,8 +82,7 @@ impl Outbox {
         }
     }
 
-    /// The oldest batch with seq > `after`, if any.
-    pub fn next_after(&self, after: u64) -> Option<pb::Batch> {
+    fn next_after(&self, after: u64) -> Option<pb::Batch> {
         let q = self.lock();
         q.batches
             .iter()
@@ -105,19 +90,20 @@ impl Outbox {
             .map(|(b, _)| b.clone())
     }
 
-    /// Waits for the next batch with seq > `after`.
-    pub async fn wait_after(&self, after: u64) -> pb::Batch {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(batch) = self.next_after(after) {
-                return batch;
+    fn wait_after(&self, after: u64) -> BoxFuture<'_, pb::Batch> {
+        Box::pin(async move {
+            loop {
+                // Registered before looking, so a push in between still wakes us.
+                let notified = self.notify.notified();
+                if let Some(batch) = self.next_after(after) {
+                    return batch;
+                }
+                notified.await;
             }
-            notified.await;
-        }
+        })
     }
 
-    /// Current contents.
-    pub fn stats(&self) -> OutboxStats {
+    fn stats(&self) -> OutboxStats {
         let q = self.lock();
         OutboxStats {
             batches: q.batches.len(),
@@ -142,7 +128,7 @@ mod tests {
 
     #[test]
     fn ack_frees_and_next_after_skips_sent() {
-        let outbox = Outbox::new(1 << 20);
+        let outbox = MemoryOutbox::new(1 << 20);
         for seq in 1..=5 {
             outbox.push(batch(seq));
         }
@@ -158,7 +144,7 @@ mod tests {
     #[test]
     fn full_outbox_drops_oldest_and_counts() {
         let size = batch(1).encoded_len();
-        let outbox = Outbox::new(size * 3);
+        let outbox = MemoryOutbox::new(size * 3);
         for seq in 1..=5 {
             outbox.push(batch(seq));
         }
@@ -170,7 +156,7 @@ mod tests {
 
     #[tokio::test]
     async fn wait_after_wakes_on_push() {
-        let outbox = std::sync::Arc::new(Outbox::new(1 << 20));
+        let outbox = std::sync::Arc::new(MemoryOutbox::new(1 << 20));
         let waiter = {
             let outbox = outbox.clone();
             tokio::spawn(async move { outbox.wait_after(0).await.seq })

@@ -6,16 +6,16 @@ use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use super::SamplerError;
+use super::error::SysError;
 
 /// Largest file content a [`ProcFile`] buffers, bytes. /proc/stat of a
 /// 1,024-CPU host is ~150 KiB; nothing the samplers read comes close.
-pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A /proc (or /sys) file opened once and re-read from offset 0 on every sample.
 /// The read buffer grows to the file's size once and is reused afterwards.
 #[derive(Debug)]
-pub struct ProcFile {
+pub(crate) struct ProcFile {
     path: PathBuf,
     file: File,
     buf: Vec<u8>,
@@ -23,9 +23,9 @@ pub struct ProcFile {
 
 impl ProcFile {
     /// Opens `path` for repeated reads.
-    pub fn open(path: impl Into<PathBuf>) -> Result<Self, SamplerError> {
+    pub(crate) fn open(path: impl Into<PathBuf>) -> Result<Self, SysError> {
         let path = path.into();
-        let file = File::open(&path).map_err(|source| SamplerError::Read {
+        let file = File::open(&path).map_err(|source| SysError::Read {
             path: path.clone(),
             source,
         })?;
@@ -33,7 +33,7 @@ impl ProcFile {
     }
 
     /// Wraps an already opened file.
-    pub fn from_file(path: PathBuf, file: File) -> Self {
+    pub(crate) fn from_file(path: PathBuf, file: File) -> Self {
         Self {
             path,
             file,
@@ -42,30 +42,23 @@ impl ProcFile {
     }
 
     /// The file's path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Reads the whole current content.
-    pub fn read(&mut self) -> Result<&[u8], SamplerError> {
-        read_whole(&self.file, &mut self.buf).map_err(|source| SamplerError::Read {
+    pub(crate) fn read(&mut self) -> Result<&[u8], SysError> {
+        read_whole(&self.file, &mut self.buf).map_err(|source| SysError::Read {
             path: self.path.clone(),
             source,
         })?;
-        Ok(&self.buf)
-    }
-
-    /// Reads the whole current content, returning the raw I/O error (callers
-    /// that treat ESRCH / ENOENT of vanished processes specially).
-    pub fn read_raw(&mut self) -> io::Result<&[u8]> {
-        read_whole(&self.file, &mut self.buf)?;
         Ok(&self.buf)
     }
 }
 
 /// Reads all of `file` from offset 0 into `buf` (cleared first) with `pread`,
 /// growing `buf` up to [`MAX_FILE_BYTES`].
-pub fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+pub(crate) fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
     buf.clear();
     if buf.capacity() == 0 {
         buf.reserve(4096);
@@ -109,13 +102,13 @@ pub fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
 }
 
 /// Splits `s` at ASCII whitespace, skipping empty fields.
-pub fn fields(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn fields(s: &[u8]) -> impl Iterator<Item = &[u8]> {
     s.split(|b| b.is_ascii_whitespace())
         .filter(|f| !f.is_empty())
 }
 
 /// Parses an unsigned decimal integer (no sign, no spaces).
-pub fn parse_u64(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 20 {
         return None;
     }
@@ -130,7 +123,7 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 }
 
 /// Parses a signed decimal integer.
-pub fn parse_i64(s: &[u8]) -> Option<i64> {
+pub(crate) fn parse_i64(s: &[u8]) -> Option<i64> {
     match s.split_first() {
         Some((b'-', rest)) => parse_u64(rest)
             .and_then(|v| i64::try_from(v).ok())
@@ -140,17 +133,17 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
 }
 
 /// Parses a decimal floating-point number such as `0.52`.
-pub fn parse_f64(s: &[u8]) -> Option<f64> {
+pub(crate) fn parse_f64(s: &[u8]) -> Option<f64> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 /// Iterates the lines of `s` (without the newline).
-pub fn lines(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn lines(s: &[u8]) -> impl Iterator<Item = &[u8]> {
     s.split(|&b| b == b'\n').filter(|l| !l.is_empty())
 }
 
 /// Value of a `Key:   1234 kB` line (meminfo / status style); the unit is ignored.
-pub fn key_value(line: &[u8]) -> Option<(&[u8], u64)> {
+pub(crate) fn key_value(line: &[u8]) -> Option<(&[u8], u64)> {
     let colon = line.iter().position(|&b| b == b':')?;
     let key = &line[..colon];
     let value = fields(&line[colon + 1..]).next()?;

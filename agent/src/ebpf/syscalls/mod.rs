@@ -2,11 +2,10 @@
 
 use nodewatch_agent_ebpf::{FAMILY_MISC, FAMILY_NAMES};
 
-#[path = "syscall_table.rs"]
 mod table;
 
 /// Names by number for the architecture this agent runs on.
-pub fn table() -> &'static [&'static str] {
+pub(crate) fn table() -> &'static [&'static str] {
     if cfg!(target_arch = "aarch64") {
         &table::AARCH64
     } else {
@@ -15,7 +14,8 @@ pub fn table() -> &'static [&'static str] {
 }
 
 /// Names by number for the given architecture (`"x86_64"` or `"aarch64"`).
-pub fn table_for(arch: &str) -> Option<&'static [&'static str]> {
+#[cfg(test)]
+fn table_for(arch: &str) -> Option<&'static [&'static str]> {
     match arch {
         "x86_64" => Some(&table::X86_64),
         "aarch64" => Some(&table::AARCH64),
@@ -24,7 +24,7 @@ pub fn table_for(arch: &str) -> Option<&'static [&'static str]> {
 }
 
 /// Name of syscall `nr` on this architecture; `sys_<nr>` when unassigned.
-pub fn name(nr: u32) -> String {
+pub(crate) fn name(nr: u32) -> String {
     match table().get(nr as usize) {
         Some(n) if !n.is_empty() => (*n).to_string(),
         _ => format!("sys_{nr}"),
@@ -32,7 +32,8 @@ pub fn name(nr: u32) -> String {
 }
 
 /// Number of the syscall called `name` on this architecture.
-pub fn number(name: &str) -> Option<u32> {
+#[cfg(test)]
+fn number(name: &str) -> Option<u32> {
     table()
         .iter()
         .position(|n| *n == name)
@@ -225,7 +226,7 @@ const MEMORY: &[&str] = &[
 
 /// Family number of a syscall name (index into `FAMILY_NAMES`), or
 /// `FAMILY_UNTIMED` for the syscalls that never return.
-pub fn family_of(name: &str) -> u8 {
+pub(crate) fn family_of(name: &str) -> u8 {
     if matches!(name, "exit" | "exit_group") {
         return nodewatch_agent_ebpf::FAMILY_UNTIMED;
     }
@@ -241,7 +242,7 @@ pub fn family_of(name: &str) -> u8 {
 }
 
 /// Family name as sent in `SyscallLatency.syscall` ("family:io", ...).
-pub fn family_label(family: usize) -> String {
+pub(crate) fn family_label(family: usize) -> String {
     format!(
         "family:{}",
         FAMILY_NAMES.get(family).copied().unwrap_or("misc")

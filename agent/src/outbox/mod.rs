@@ -1,0 +1,41 @@
+//! Batches sampled but not yet acknowledged by the collector.
+//!
+//! Sampling never waits for the network: the sampling loop pushes every batch
+//! into an [`Outbox`]; the client sends from it and frees batches once the
+//! collector acknowledges them as durable. [`memory::MemoryOutbox`] keeps them
+//! in memory, bounded by encoded size.
+
+pub mod memory;
+
+use futures::future::BoxFuture;
+use nodewatch_proto::pb;
+
+/// What the outbox holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Batches waiting for an acknowledgement.
+    pub batches: usize,
+    /// Their encoded size.
+    pub bytes: usize,
+    /// Batches dropped because the outbox was full.
+    pub dropped: u64,
+    /// Highest acknowledged seq.
+    pub acked: u64,
+}
+
+/// Where batches wait for the collector's acknowledgement, oldest first.
+/// Batches are identified by their `seq`, which only grows.
+pub trait Outbox: Send + Sync + std::fmt::Debug {
+    /// Adds a batch; returns how many old batches were dropped to make room.
+    fn push(&self, batch: pb::Batch) -> u64;
+    /// Frees every batch with seq <= `seq` (the collector holds them durably).
+    fn ack(&self, seq: u64);
+    /// Drops the batch `seq` (the collector refused it as invalid); counted as dropped.
+    fn reject(&self, seq: u64);
+    /// The oldest batch with seq > `after`, if any.
+    fn next_after(&self, after: u64) -> Option<pb::Batch>;
+    /// Waits for the next batch with seq > `after`.
+    fn wait_after(&self, after: u64) -> BoxFuture<'_, pb::Batch>;
+    /// Current contents.
+    fn stats(&self) -> OutboxStats;
+}
