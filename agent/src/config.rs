@@ -53,8 +53,13 @@ pub enum ConfigError {
     Invalid(&'static str, String),
 }
 
+/// Default first reconnect delay after a failure.
+pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(200);
+/// Default longest reconnect delay.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
+
 /// Everything the agent can be configured with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Collector address, e.g. "http://127.0.0.1:7077".
@@ -89,8 +94,8 @@ impl Default for AgentConfig {
             host_id: None,
             labels: BTreeMap::new(),
             outbox_bytes: DEFAULT_OUTBOX_BYTES,
-            reconnect_min: Duration::from_millis(200),
-            reconnect_max: Duration::from_secs(30),
+            reconnect_min: DEFAULT_RECONNECT_MIN,
+            reconnect_max: DEFAULT_RECONNECT_MAX,
             ebpf: EbpfConfig::default(),
             samplers: SamplersConfig::default(),
         }
@@ -150,11 +155,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn example_file_parses() {
+    fn example_file_is_the_defaults() {
         let text = include_str!("../../docs/agent.example.toml");
         let config: AgentConfig = toml::from_str(text).unwrap();
+        assert_eq!(config, AgentConfig::default());
         assert_eq!(config.collector, "http://127.0.0.1:7077");
-        assert_eq!(config.interval, DEFAULT_INTERVAL);
         config.check().unwrap();
     }
 

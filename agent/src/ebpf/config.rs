@@ -18,7 +18,7 @@ pub enum HookChoice {
 }
 
 /// eBPF configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EbpfConfig {
     /// Load and attach the syscall programs.
