@@ -55,8 +55,10 @@ pub enum ConfigError {
 
 /// Default first reconnect delay after a failure.
 pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(200);
-/// Default longest reconnect delay.
-pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Default longest reconnect delay: a returning collector is noticed within
+/// a few seconds (Prometheus remote-write caps its backoff at 5 s too), and the
+/// jitter (each delay drawn from its upper half) spreads a fleet's reconnects.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Everything the agent can be configured with.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
