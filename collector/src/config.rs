@@ -72,6 +72,10 @@ pub struct StoreConfig {
     pub retention_interval: Duration,
     /// Agent runs remembered per host for de-duplication (least recently used dropped).
     pub max_runs_per_host: usize,
+    /// Longest WAL record replayed, bytes: the top-level `max_message_bytes`
+    /// plus the record's framing (not a key of `[store]`).
+    #[serde(skip)]
+    pub max_record_bytes: usize,
     /// fsync the WAL before acknowledging appends. `false` acknowledges data that a
     /// crash or power loss can lose: only for measuring the in-memory path.
     pub fsync: bool,
@@ -90,6 +94,8 @@ impl Default for StoreConfig {
             wal_max_bytes: DEFAULT_WAL_MAX_BYTES,
             retention_interval: DEFAULT_RETENTION_INTERVAL,
             max_runs_per_host: DEFAULT_MAX_RUNS_PER_HOST,
+            max_record_bytes: nodewatch_proto::MAX_MESSAGE_BYTES
+                + crate::store::wal::RECORD_OVERHEAD_BYTES,
             fsync: true,
         }
     }
@@ -193,6 +199,7 @@ impl CollectorConfig {
             max_hosts: self.max_hosts,
             max_sample_age: self.max_batch_age,
             max_future_skew: self.max_clock_skew,
+            max_record_bytes: self.max_message_bytes + crate::store::wal::RECORD_OVERHEAD_BYTES,
             ..self.store.clone()
         }
     }

@@ -3,17 +3,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nodewatch_proto::time::now_nanos;
 
 use nodewatch_proto::pb;
 use nodewatch_proto::pb::agent_message::Kind as AgentKind;
-use nodewatch_proto::pb::collector_message::Kind as CollectorKind;
 use support::*;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 const SEC: i64 = 1_000_000_000;
 const HOST: &str = "0123456789abcdef0123456789abcdef";
@@ -23,87 +19,6 @@ fn batch(seq: u64, t: i64, procs: u32) -> pb::Batch {
         processes: processes(procs),
         ..support::batch(seq, t)
     }
-}
-
-/// An agent's stream held by the test.
-struct Stream {
-    tx: mpsc::Sender<pb::AgentMessage>,
-    rx: tonic::Streaming<pb::CollectorMessage>,
-    durable_seq: u64,
-}
-
-async fn open_stream(addr: SocketAddr, hello: pb::Hello) -> Stream {
-    let mut client = pb::ingest_client::IngestClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-        .max_encoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(pb::AgentMessage {
-        kind: Some(AgentKind::Hello(hello)),
-    })
-    .await
-    .unwrap();
-    let mut rx = client
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(CollectorKind::Welcome(w)) = rx.message().await.unwrap().unwrap().kind else {
-        panic!("no Welcome");
-    };
-    Stream {
-        tx,
-        rx,
-        durable_seq: w.durable_seq,
-    }
-}
-
-impl Stream {
-    /// Sends a batch and waits for its Ack (or the stream's error).
-    async fn send(&mut self, b: pb::Batch) -> Result<u64, tonic::Status> {
-        if self
-            .tx
-            .send(pb::AgentMessage {
-                kind: Some(AgentKind::Batch(b)),
-            })
-            .await
-            .is_err()
-        {
-            return Err(tonic::Status::cancelled("stream closed"));
-        }
-        match self.rx.message().await? {
-            Some(pb::CollectorMessage {
-                kind: Some(CollectorKind::Ack(a)),
-            }) => Ok(a.seq),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-async fn query(addr: SocketAddr) -> pb::query_client::QueryClient<tonic::transport::Channel> {
-    pb::query_client::QueryClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-}
-
-async fn load1(addr: SocketAddr, host: &str) -> Vec<(i64, f64)> {
-    let r = query(addr)
-        .await
-        .query_series(pb::QuerySeriesRequest {
-            host: host.into(),
-            metric: "load1".into(),
-            start_unix_nano: now_nanos() - 2 * 3600 * SEC,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.series.len(), 1, "{r:?}");
-    r.series[0]
-        .points
-        .iter()
-        .map(|p| (p.time_unix_nano, p.value))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

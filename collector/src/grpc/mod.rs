@@ -7,15 +7,19 @@ pub mod query;
 pub mod status;
 
 use std::future::Future;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use nodewatch_proto::pb;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 use tracing::info;
 
 use crate::app::Collector;
+use crate::store::Store;
 use ingest::IngestService;
 use query::QueryService;
 
@@ -55,6 +59,11 @@ pub async fn routes(collector: &Collector) -> Result<Routes, ServeError> {
         .set_serving::<pb::query_server::QueryServer<QueryService>>()
         .await;
 
+    tokio::spawn(report_ingest_health(
+        Arc::downgrade(&collector.store),
+        health.clone(),
+    ));
+
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(nodewatch_proto::FILE_DESCRIPTOR_SET)
@@ -70,6 +79,40 @@ pub async fn routes(collector: &Collector) -> Result<Routes, ServeError> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha))
+}
+
+/// How often the health of ingest follows the store's ability to write.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Reports Ingest (and the server as a whole, service "") NOT_SERVING while
+/// the store cannot write its WAL, SERVING again once it can; ends with the store.
+async fn report_ingest_health(store: Weak<Store>, health: HealthReporter) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+        let Some(store) = store.upgrade() else { return };
+        let writable = store.writable();
+        drop(store);
+        if writable == serving {
+            continue;
+        }
+        serving = writable;
+        let status = if writable {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        if writable {
+            health
+                .set_serving::<pb::ingest_server::IngestServer<IngestService>>()
+                .await;
+        } else {
+            health
+                .set_not_serving::<pb::ingest_server::IngestServer<IngestService>>()
+                .await;
+        }
+    }
 }
 
 /// Serves `collector` on `listener` until `shutdown` completes.

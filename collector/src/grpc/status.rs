@@ -19,9 +19,10 @@ pub fn store(e: &StoreError) -> Status {
             Status::resource_exhausted(e.to_string())
         }
         StoreError::Corrupt(_) => Status::data_loss(e.to_string()),
-        StoreError::Io { .. } | StoreError::Db { .. } | StoreError::Unavailable => {
-            Status::unavailable(e.to_string())
-        }
+        StoreError::Io { .. }
+        | StoreError::Db { .. }
+        | StoreError::Unavailable
+        | StoreError::BackfillBusy { .. } => Status::unavailable(e.to_string()),
     }
 }
 

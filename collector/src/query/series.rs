@@ -218,6 +218,9 @@ pub fn store_stats(store: &Store) -> pb::GetStoreStatsResponse {
         wal_syncs: c.wal_syncs.load(Relaxed),
         flushes: c.flushes.load(Relaxed),
         expired_generations: c.expired_generations.load(Relaxed),
+        wal_corrupt_records: c.wal_corrupt_records.load(Relaxed),
+        wal_write_errors: c.wal_write_errors.load(Relaxed),
+        writable: store.writable(),
     }
 }
 

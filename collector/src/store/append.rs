@@ -1,4 +1,6 @@
-//! Appending one batch to the head in two steps around the WAL write:
+//! Appending one batch to the head in two steps around the WAL write
+//! (batches newer than a host's newest go to its main lane, older ones to a
+//! backfill lane; both are stored and queryable):
 //! [`prepare`] checks de-duplication and limits and resolves the batch's series
 //! before its record is written; [`apply`] adds its samples once the record is
 //! durable (or replayed from the WAL at start-up).
@@ -8,10 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use nodewatch_proto::pb;
-use tracing::warn;
 
 use super::codec::{self, Runs, XorEncoder};
-use super::head::{Body, Head, OpenSeries, Resolved, Resolver, RunState, SeriesMeta};
+use super::head::{
+    Body, Head, Lane, MAX_BACKFILL_LANES, OpenSeries, Resolved, Resolver, RunState, SeriesMeta,
+};
 use super::{StoreConfig, StoreCounters, StoreError};
 
 /// Checks a batch against dedup state and limits and resolves its series.
@@ -39,10 +42,22 @@ pub(super) fn prepare(
             return Ok(None);
         }
     }
-    if batch.time_unix_nano <= h.last_time() {
-        // Stored in order only: the run's seq still advances so the agent moves on.
-        return Ok(Some(Resolved::default()));
-    }
+    // Each lane holds batches in time order: newer than everything goes to the
+    // main lane, older batches (backfill) to the first lane they extend.
+    let t = batch.time_unix_nano;
+    let lane = if t > h.accepted_newest {
+        0
+    } else if let Some(i) = h.backfill_accepted.iter().position(|&newest| newest < t) {
+        i + 1
+    } else if h.backfill_accepted.len() < MAX_BACKFILL_LANES {
+        h.backfill_accepted.push(i64::MIN);
+        h.backfill_accepted.len()
+    } else {
+        head.cut_requested = true;
+        return Err(StoreError::BackfillBusy {
+            lanes: MAX_BACKFILL_LANES,
+        });
+    };
     let mut r = Resolver {
         host: h,
         out: Resolved::default(),
@@ -101,6 +116,12 @@ pub(super) fn prepare(
             fix(&mut s.0);
         }
     }
+    if lane == 0 {
+        h.accepted_newest = t;
+    } else {
+        h.backfill_accepted[lane - 1] = t;
+    }
+    out.lane = lane;
     let run = h.runs.entry(run_id).or_insert(RunState {
         accepted: 0,
         durable: 0,
@@ -139,42 +160,51 @@ pub(super) fn apply(
     h.last_seen_unix_nano = h.last_seen_unix_nano.max(received);
     h.dirty = true;
     if resolved.scalars.is_empty() && resolved.histograms.is_empty() {
-        if batch.time_unix_nano <= h.last_time() {
-            counters
-                .out_of_order_batches
-                .fetch_add(1, Ordering::Relaxed);
-            warn!(
-                host_id,
-                seq = batch.seq,
-                "batch time not after the host's latest; samples dropped"
-            );
-        }
         return;
     }
-    h.latest.update(batch);
     let t = batch.time_unix_nano;
-    h.newest_time = t;
-    let idx = h.times.len() as u32;
-    h.times.push(t);
+    let lane = resolved.lane;
+    let (times, mut backfill) = if lane == 0 {
+        h.latest.update(batch);
+        h.newest_time = t;
+        (&mut h.times, None)
+    } else {
+        counters
+            .out_of_order_batches
+            .fetch_add(1, Ordering::Relaxed);
+        while h.backfill.len() < lane {
+            h.backfill.push(Lane::default());
+        }
+        let l = &mut h.backfill[lane - 1];
+        (&mut l.times, Some(&mut l.open))
+    };
+    let idx = times.len() as u32;
+    times.push(t);
     let mut grown = 8usize;
     let mut samples = 0u64;
     for (sid, v) in resolved.scalars {
         let Some(s) = h.series.get_mut(sid as usize) else {
             continue;
         };
-        if s.last_time >= t {
+        let slot = match &mut backfill {
+            None => &mut s.open,
+            Some(open) => open.entry(sid).or_default(),
+        };
+        if has_index(slot, idx) {
             continue; // the same key twice in one batch
         }
-        if s.open.is_none() {
-            h.active += 1;
-            s.open = Some(OpenSeries {
+        if slot.is_none() {
+            if lane == 0 {
+                h.active += 1;
+            }
+            *slot = Some(OpenSeries {
                 runs: Runs::new(),
                 body: Body::Scalar {
                     xor: XorEncoder::default(),
                 },
             });
         }
-        let Some(open) = s.open.as_mut() else {
+        let Some(open) = slot.as_mut() else {
             continue;
         };
         let before = open.heap_bytes();
@@ -183,7 +213,7 @@ pub(super) fn apply(
             codec::runs_push(&mut open.runs, idx);
         }
         grown += open.heap_bytes().saturating_sub(before);
-        s.last_time = t;
+        s.last_time = s.last_time.max(t);
         s.dirty = true;
         samples += 1;
     }
@@ -191,12 +221,18 @@ pub(super) fn apply(
         let Some(s) = h.series.get_mut(sid as usize) else {
             continue;
         };
-        if s.last_time >= t {
+        let slot = match &mut backfill {
+            None => &mut s.open,
+            Some(open) => open.entry(sid).or_default(),
+        };
+        if has_index(slot, idx) {
             continue;
         }
-        if s.open.is_none() {
-            h.active += 1;
-            s.open = Some(OpenSeries {
+        if slot.is_none() {
+            if lane == 0 {
+                h.active += 1;
+            }
+            *slot = Some(OpenSeries {
                 runs: Runs::new(),
                 body: Body::Histogram {
                     layout,
@@ -204,7 +240,7 @@ pub(super) fn apply(
                 },
             });
         }
-        let Some(open) = s.open.as_mut() else {
+        let Some(open) = slot.as_mut() else {
             continue;
         };
         let before = open.heap_bytes();
@@ -219,7 +255,7 @@ pub(super) fn apply(
             codec::runs_push(&mut open.runs, idx);
         }
         grown += open.heap_bytes().saturating_sub(before);
-        s.last_time = t;
+        s.last_time = s.last_time.max(t);
         s.dirty = true;
         samples += 1;
     }
@@ -227,4 +263,11 @@ pub(super) fn apply(
     counters
         .samples_stored
         .fetch_add(samples, Ordering::Relaxed);
+}
+
+/// Whether an open chunk already holds a value at time index `idx` (its newest).
+fn has_index(open: &Option<OpenSeries>, idx: u32) -> bool {
+    open.as_ref()
+        .and_then(|o| o.runs.last())
+        .is_some_and(|&(start, len)| start + len > idx)
 }

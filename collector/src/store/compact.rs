@@ -10,22 +10,27 @@ use prost::Message as _;
 use redb::ReadableTable as _;
 
 use super::codec;
+use super::head::OpenSeries;
 use super::head::{Body, lock};
-use super::schema::{self, CHUNKS, GENERATIONS, HOSTS, META, RUNS, SERIES, TIMES_SID};
+use super::schema::{self, BACKFILL, CHUNKS, GENERATIONS, HOSTS, META, RUNS, SERIES, TIMES_SID};
 use super::wal::Wal;
 use super::{Shared, StoreError, db};
 
 /// Writes every open chunk as generation `wal.segment()`, then starts a new segment.
 pub(super) fn cut(shared: &Shared, wal: &mut Wal, flushed: &mut u64) -> Result<(), StoreError> {
     let generation = wal.segment();
+    /// Encoded chunks by series id.
+    type Chunks = Vec<(u32, Vec<u8>)>;
     struct HostCut {
         no: u32,
         id: String,
         record: Option<Vec<u8>>,
         times: Vec<u8>,
-        chunks: Vec<(u32, Vec<u8>)>,
+        chunks: Chunks,
         series: Vec<(u32, Vec<u8>)>,
         runs: Vec<(u64, u64)>,
+        /// Backfill lanes: time column and chunks of each.
+        lanes: Vec<(Vec<u8>, Chunks)>,
     }
     let mut cuts = Vec::new();
     let (mut first, mut last) = (i64::MAX, i64::MIN);
@@ -42,6 +47,7 @@ pub(super) fn cut(shared: &Shared, wal: &mut Wal, flushed: &mut u64) -> Result<(
                 chunks: Vec::new(),
                 series: Vec::new(),
                 runs: h.runs.iter().map(|(&r, s)| (r, s.durable)).collect(),
+                lanes: Vec::new(),
             };
             if let (Some(&f), Some(&l)) = (h.times.first(), h.times.last()) {
                 first = first.min(f);
@@ -50,18 +56,23 @@ pub(super) fn cut(shared: &Shared, wal: &mut Wal, flushed: &mut u64) -> Result<(
             }
             for (sid, s) in h.series.iter().enumerate() {
                 if let Some(open) = &s.open {
-                    let bytes = match &open.body {
-                        Body::Scalar { xor } => codec::encode_scalar_chunk(&open.runs, xor),
-                        Body::Histogram { layout, body } => {
-                            codec::encode_histogram_chunk(&open.runs, *layout, body)
-                        }
-                    };
-                    hc.chunks.push((sid as u32, bytes));
+                    hc.chunks.push((sid as u32, encode(open)));
                 }
                 if s.dirty {
                     let v = schema::encode_series(s.kind, s.last_time, &s.key);
                     hc.series.push((sid as u32, v));
                 }
+            }
+            for lane in h.backfill.iter().filter(|l| !l.times.is_empty()) {
+                first = first.min(lane.times[0]);
+                last = last.max(lane.newest());
+                let mut chunks: Chunks = lane
+                    .open
+                    .iter()
+                    .filter_map(|(&sid, open)| Some((sid, encode(open.as_ref()?))))
+                    .collect();
+                chunks.sort_unstable_by_key(|c| c.0);
+                hc.lanes.push((codec::encode_times(&lane.times), chunks));
             }
             cuts.push(hc);
         }
@@ -73,6 +84,7 @@ pub(super) fn cut(shared: &Shared, wal: &mut Wal, flushed: &mut u64) -> Result<(
         let mut chunks = tx.open_table(CHUNKS).map_err(db("open chunks"))?;
         let mut series_t = tx.open_table(SERIES).map_err(db("open series"))?;
         let mut hosts = tx.open_table(HOSTS).map_err(db("open hosts"))?;
+        let mut backfill = tx.open_table(BACKFILL).map_err(db("open backfill"))?;
         let mut runs = tx.open_table(RUNS).map_err(db("open runs"))?;
         for hc in &cuts {
             if !hc.times.is_empty() {
@@ -84,6 +96,22 @@ pub(super) fn cut(shared: &Shared, wal: &mut Wal, flushed: &mut u64) -> Result<(
                 chunks
                     .insert((generation, hc.no, *sid), b.as_slice())
                     .map_err(db("insert chunk"))?;
+            }
+            for (k, (times, lane_chunks)) in hc.lanes.iter().enumerate() {
+                let key = schema::lane_key(hc.no, k + 1);
+                chunks
+                    .insert((generation, key, TIMES_SID), times.as_slice())
+                    .map_err(db("insert backfill times"))?;
+                for (sid, b) in lane_chunks {
+                    chunks
+                        .insert((generation, key, *sid), b.as_slice())
+                        .map_err(db("insert backfill chunk"))?;
+                }
+            }
+            if !hc.lanes.is_empty() {
+                backfill
+                    .insert((generation, hc.no), hc.lanes.len() as u32)
+                    .map_err(db("insert backfill lanes"))?;
             }
             for (sid, v) in &hc.series {
                 series_t
@@ -130,6 +158,8 @@ pub(super) fn cut(shared: &Shared, wal: &mut Wal, flushed: &mut u64) -> Result<(
         for h in head.hosts.values_mut() {
             h.times.clear();
             h.times.shrink_to(64);
+            h.backfill.clear();
+            h.backfill_accepted.clear();
             h.active = 0;
             h.dirty = false;
             for s in &mut h.series {
@@ -138,6 +168,7 @@ pub(super) fn cut(shared: &Shared, wal: &mut Wal, flushed: &mut u64) -> Result<(
             }
         }
         head.open_bytes = 0;
+        head.cut_requested = false;
     }
     wal.remove_through(generation)?;
     shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
@@ -159,11 +190,15 @@ pub(super) fn enforce_retention(shared: &Shared) -> Result<(), StoreError> {
             }
         }
         let mut chunks = tx.open_table(CHUNKS).map_err(db("open chunks"))?;
+        let mut backfill = tx.open_table(BACKFILL).map_err(db("open backfill"))?;
         for &g in &expired {
             gens.remove(g).map_err(db("remove generation"))?;
             chunks
                 .retain_in((g, 0, 0)..=(g, u32::MAX, u32::MAX), |_, _| false)
                 .map_err(db("remove chunks"))?;
+            backfill
+                .retain_in((g, 0)..=(g, u32::MAX), |_, _| false)
+                .map_err(db("remove backfill lanes"))?;
         }
     }
     // Forget series with no sample since the cutoff (and not open in the head).
@@ -173,8 +208,11 @@ pub(super) fn enforce_retention(shared: &Shared) -> Result<(), StoreError> {
         let mut series_t = tx.open_table(SERIES).map_err(db("open series"))?;
         for h in head.hosts.values_mut() {
             let no = h.no;
+            let open_sids: std::collections::HashSet<u32> = (0..h.series.len() as u32)
+                .filter(|&sid| h.is_open(sid))
+                .collect();
             for (sid, s) in h.series.iter_mut().enumerate() {
-                if s.open.is_none() && !s.key.is_empty() && s.last_time < cutoff {
+                if !open_sids.contains(&(sid as u32)) && !s.key.is_empty() && s.last_time < cutoff {
                     h.index.remove(&s.key);
                     removed_bytes += s.key.len() * 2 + 96;
                     s.key = Arc::from("");
@@ -193,4 +231,14 @@ pub(super) fn enforce_retention(shared: &Shared) -> Result<(), StoreError> {
         .expired_generations
         .fetch_add(expired.len() as u64, Ordering::Relaxed);
     Ok(())
+}
+
+/// The closed form of an open chunk.
+fn encode(open: &OpenSeries) -> Vec<u8> {
+    match &open.body {
+        Body::Scalar { xor } => codec::encode_scalar_chunk(&open.runs, xor),
+        Body::Histogram { layout, body } => {
+            codec::encode_histogram_chunk(&open.runs, *layout, body)
+        }
+    }
 }

@@ -76,8 +76,38 @@ pub(super) struct HostHead {
     pub(super) times: Vec<i64>,
     /// Host record changed since the last flush.
     pub(super) dirty: bool,
-    /// Time of the newest stored batch (batches are stored in time order).
+    /// Time of the newest batch in the main lane: newer batches go there (the
+    /// common case: one agent streaming live).
     pub(super) newest_time: i64,
+    /// `newest_time` including batches accepted into a commit group but not
+    /// applied yet, so that a group's batches pick their lanes consistently.
+    pub(super) accepted_newest: i64,
+    /// Backfill lanes of the current generation: batches older than the main
+    /// lane's newest (a spool replay, a clock step back, a second agent run),
+    /// each lane in time order of its own.
+    pub(super) backfill: Vec<Lane>,
+    /// Newest accepted time per backfill lane (as `accepted_newest`).
+    pub(super) backfill_accepted: Vec<i64>,
+}
+
+/// Most backfill lanes per host and generation; when all are taken by newer
+/// data than a batch, the batch is refused as retryable and the head is cut.
+pub(super) const MAX_BACKFILL_LANES: usize = 3;
+
+/// One backfill lane: its own time column and open chunks (by series id).
+#[derive(Debug, Default)]
+pub(super) struct Lane {
+    /// Batch times, ascending.
+    pub(super) times: Vec<i64>,
+    /// Open chunk per series id.
+    pub(super) open: HashMap<u32, Option<OpenSeries>>,
+}
+
+impl Lane {
+    /// Newest time in the lane.
+    pub(super) fn newest(&self) -> i64 {
+        self.times.last().copied().unwrap_or(i64::MIN)
+    }
 }
 
 impl HostHead {
@@ -94,11 +124,27 @@ impl HostHead {
             times: Vec::new(),
             dirty: true,
             newest_time: i64::MIN,
+            accepted_newest: i64::MIN,
+            backfill: Vec::new(),
+            backfill_accepted: Vec::new(),
         }
     }
 
-    pub(super) fn last_time(&self) -> i64 {
-        self.newest_time
+    /// Whether series `sid` has an open chunk in any lane.
+    pub(super) fn is_open(&self, sid: u32) -> bool {
+        self.series
+            .get(sid as usize)
+            .is_some_and(|s| s.open.is_some())
+            || self
+                .backfill
+                .iter()
+                .any(|l| l.open.get(&sid).is_some_and(Option::is_some))
+    }
+
+    /// Forgets lane choices of batches that were accepted but never applied.
+    pub(super) fn rollback_lanes(&mut self) {
+        self.accepted_newest = self.newest_time;
+        self.backfill_accepted = self.backfill.iter().map(Lane::newest).collect();
     }
 
     pub(super) fn record(&self) -> HostRecord {
@@ -107,6 +153,7 @@ impl HostHead {
             hello: self.hello.clone(),
             last_seen_unix_nano: self.last_seen_unix_nano,
             latest: self.latest.merged(),
+            next_series_id: u32::try_from(self.series.len()).unwrap_or(u32::MAX),
         }
     }
 }
@@ -121,6 +168,8 @@ pub(super) struct Head {
     pub(super) open_bytes: usize,
     /// Estimated heap bytes of series indexes.
     pub(super) index_bytes: usize,
+    /// A batch found every backfill lane taken: cut the head soon.
+    pub(super) cut_requested: bool,
 }
 
 impl Head {
@@ -134,6 +183,9 @@ impl Head {
                 return Err(StoreError::TooManyHosts { limit: max_hosts });
             }
             let no = self.next_host_no;
+            if no >= super::schema::MAX_HOST_NO {
+                return Err(StoreError::TooManyHosts { limit: max_hosts });
+            }
             self.next_host_no += 1;
             self.hosts.insert(host_id.to_string(), HostHead::new(no));
         }
@@ -144,6 +196,8 @@ impl Head {
 /// A batch resolved to series ids, ready to apply after its WAL record is durable.
 #[derive(Debug, Default)]
 pub(super) struct Resolved {
+    /// 0: the main lane; `k >= 1`: backfill lane `k - 1`.
+    pub(super) lane: usize,
     pub(super) scalars: Vec<(u32, f64)>,
     pub(super) histograms: Vec<(u32, HistogramLayout, Vec<u32>, Vec<u64>)>,
 }

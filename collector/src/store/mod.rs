@@ -99,8 +99,16 @@ pub enum StoreError {
         /// Configured limit.
         limit: usize,
     },
-    /// The store stopped after a failed write; restart the collector.
-    #[error("store is unavailable after a failed write")]
+    /// Every backfill lane of the host already holds newer data than the
+    /// batch; the head is cut soon, after which the batch is taken.
+    #[error("batch overlaps {lanes} backfill streams of its host already; retry in a moment")]
+    BackfillBusy {
+        /// Backfill lanes per host.
+        lanes: usize,
+    },
+    /// The store cannot write (its WAL write failed, or it is shutting down);
+    /// nothing was stored, the agent keeps the batch and retries.
+    #[error("store cannot write now (disk full or I/O error, see the collector log); retry later")]
     Unavailable,
 }
 
@@ -152,13 +160,17 @@ pub struct StoreCounters {
     pub rejected_cardinality: AtomicU64,
     /// Batches refused by the host limit.
     pub rejected_hosts: AtomicU64,
-    /// Batches whose time was not after the host's latest stored batch: recorded
-    /// as delivered, samples dropped (logged).
+    /// Batches older than their host's newest stored batch, stored in a
+    /// backfill lane.
     pub out_of_order_batches: AtomicU64,
     /// Histogram samples dropped because their layout changed within a chunk.
     pub histogram_layout_changes: AtomicU64,
     /// WAL fsyncs (one per commit group).
     pub wal_syncs: AtomicU64,
+    /// WAL writes that failed; their batches were answered UNAVAILABLE.
+    pub wal_write_errors: AtomicU64,
+    /// WAL records skipped on replay because they failed their checksum.
+    pub wal_corrupt_records: AtomicU64,
     /// Head cuts written to the chunk database.
     pub flushes: AtomicU64,
     /// Chunk generations deleted by retention.
@@ -233,8 +245,9 @@ struct Shared {
     db: Database,
     head: Mutex<Head>,
     counters: StoreCounters,
-    /// Set after a failed WAL write: nothing more is acknowledged.
-    poisoned: AtomicBool,
+    /// Set while WAL writes fail (disk full, I/O error); cleared by the next
+    /// successful write.
+    failing: AtomicBool,
 }
 
 /// The embedded store. `Send + Sync`; hold it in an `Arc`.
@@ -282,7 +295,7 @@ impl Store {
             db: database,
             head: Mutex::new(head),
             counters,
-            poisoned: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
         let writer = writer::spawn(shared.clone(), rx, tx.downgrade(), wal, flushed)?;
@@ -308,9 +321,6 @@ impl Store {
         }
         if host_id.len() > MAX_HOST_ID_BYTES {
             return Err(StoreError::BadHostId("longer than 256 bytes"));
-        }
-        if self.shared.poisoned.load(Ordering::Relaxed) {
-            return Err(StoreError::Unavailable);
         }
         // Cheap duplicate check first: a replaying agent should cost little.
         if batch.seq <= self.durable_seq(host_id, run_id) {
@@ -441,6 +451,12 @@ impl Store {
             .collect();
         out.sort_by(|a, b| a.host_id.cmp(&b.host_id));
         out
+    }
+
+    /// False while WAL writes fail: appends are answered UNAVAILABLE until a
+    /// write succeeds again (each new append tries).
+    pub fn writable(&self) -> bool {
+        !self.shared.failing.load(Ordering::Relaxed)
     }
 
     /// Counters since start.

@@ -5,7 +5,7 @@ use redb::{ReadableDatabase as _, ReadableTable as _};
 
 use super::codec::{self, HistogramLayout, Runs, SparseHistogram};
 use super::head::{Body, OpenSeries};
-use super::schema::{CHUNKS, GENERATIONS, TIMES_SID};
+use super::schema::{self, BACKFILL, CHUNKS, GENERATIONS, TIMES_SID};
 use super::{LabelMatch, SeriesRef, Store, StoreError, db};
 use crate::hosts::{ResolveError, resolve_host};
 
@@ -140,15 +140,20 @@ impl Store {
             let Some(h) = head.hosts.get(host_id) else {
                 return Ok(());
             };
-            let part = h.series.get(sid as usize).and_then(|s| {
-                let open = s.open.as_ref()?;
-                let first = *h.times.first()?;
-                let last = *h.times.last()?;
-                if first > end || last < start {
-                    return None;
+            let overlaps = |times: &[i64]| matches!((times.first(), times.last()), (Some(&f), Some(&l)) if f <= end && l >= start);
+            let mut part = Vec::new();
+            if let Some(open) = h.series.get(sid as usize).and_then(|s| s.open.as_ref())
+                && overlaps(&h.times)
+            {
+                part.push((h.times.clone(), open_snapshot(open)));
+            }
+            for lane in &h.backfill {
+                if let Some(Some(open)) = lane.open.get(&sid)
+                    && overlaps(&lane.times)
+                {
+                    part.push((lane.times.clone(), open_snapshot(open)));
                 }
-                Some((h.times.clone(), open_snapshot(open)))
-            });
+            }
             (h.no, part)
         };
         let mut chunks: Vec<(Vec<i64>, Vec<u8>)> = Vec::new();
@@ -162,6 +167,11 @@ impl Store {
                 Err(e) => return Err(db("open generations")(e)),
             };
             let table = tx.open_table(CHUNKS).map_err(db("open chunks"))?;
+            let backfill = match tx.open_table(BACKFILL) {
+                Ok(t) => Some(t),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(db("open backfill")(e)),
+            };
             for g in gens.iter().map_err(db("scan generations"))? {
                 let (g, span) = g.map_err(db("scan generations"))?;
                 let (first, last) = span.value();
@@ -169,16 +179,26 @@ impl Store {
                     continue;
                 }
                 let g = g.value();
-                let Some(c) = table.get((g, no, sid)).map_err(db("read chunk"))? else {
-                    continue;
+                let lanes = match &backfill {
+                    Some(t) => t
+                        .get((g, no))
+                        .map_err(db("read backfill lanes"))?
+                        .map_or(0, |v| v.value() as usize),
+                    None => 0,
                 };
-                let c = c.value().to_vec();
-                let times = table
-                    .get((g, no, TIMES_SID))
-                    .map_err(db("read time column"))?
-                    .ok_or(StoreError::Corrupt("chunk without time column"))?;
-                let times = codec::decode_times(times.value())?;
-                chunks.push((times, c));
+                for lane in 0..=lanes {
+                    let key = schema::lane_key(no, lane);
+                    let Some(c) = table.get((g, key, sid)).map_err(db("read chunk"))? else {
+                        continue;
+                    };
+                    let c = c.value().to_vec();
+                    let times = table
+                        .get((g, key, TIMES_SID))
+                        .map_err(db("read time column"))?
+                        .ok_or(StoreError::Corrupt("chunk without time column"))?;
+                    let times = codec::decode_times(times.value())?;
+                    chunks.push((times, c));
+                }
             }
         }
         for (times, c) in &chunks {
@@ -189,11 +209,11 @@ impl Store {
 }
 
 fn finish(
-    head_part: Option<(Vec<i64>, ChunkRef<'static>)>,
+    head_part: Vec<(Vec<i64>, ChunkRef<'static>)>,
     visit: &mut impl FnMut(&[i64], &ChunkRef<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    if let Some((times, c)) = head_part {
-        visit(&times, &c)?;
+    for (times, c) in &head_part {
+        visit(times, c)?;
     }
     Ok(())
 }

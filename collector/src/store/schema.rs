@@ -9,12 +9,26 @@ use super::SeriesKind;
 /// Series id reserved for a host's time column in the chunk table.
 pub(super) const TIMES_SID: u32 = u32::MAX;
 
+/// Chunk keys carry the lane in the host number's top bits: the main lane is
+/// the host number itself, backfill lane `k` is `no | k << LANE_SHIFT`.
+const LANE_SHIFT: u32 = 24;
+/// Host numbers stay below this so that lanes fit in the key.
+pub(super) const MAX_HOST_NO: u32 = 1 << LANE_SHIFT;
+
+/// The host part of a chunk key for `lane` (0 = main) of host `no`.
+pub(super) fn lane_key(no: u32, lane: usize) -> u32 {
+    no | ((lane as u32) << LANE_SHIFT)
+}
+
 /// host id -> encoded [`HostRecord`].
 pub(super) const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
 /// (host no, series id) -> kind byte | last sample time i64 LE | key.
 pub(super) const SERIES: TableDefinition<(u32, u32), &[u8]> = TableDefinition::new("series");
 /// (generation, host no, series id) -> chunk; series id u32::MAX is the time column.
 pub(super) const CHUNKS: TableDefinition<(u64, u32, u32), &[u8]> = TableDefinition::new("chunks");
+/// (generation, host no) -> backfill lanes the host has in that generation
+/// (absent: none).
+pub(super) const BACKFILL: TableDefinition<(u64, u32), u32> = TableDefinition::new("backfill");
 /// generation -> (first, last) sample time in it.
 pub(super) const GENERATIONS: TableDefinition<u64, (i64, i64)> =
     TableDefinition::new("generations");
@@ -38,6 +52,10 @@ pub(super) struct HostRecord {
     /// Latest parts.
     #[prost(message, optional, tag = "4")]
     pub(super) latest: Option<pb::Batch>,
+    /// Series ids handed out so far: ids below it are never given to another
+    /// series, even after retention forgot theirs (older chunks may still hold them).
+    #[prost(uint32, tag = "5")]
+    pub(super) next_series_id: u32,
 }
 
 /// Encodes a series record: kind byte | last sample time i64 LE | key.

@@ -152,6 +152,162 @@ async fn samples_are_queryable_from_head_chunks_and_after_reopen() {
     assert_eq!(merged.count(), 240);
 }
 
+/// A Hello between two cuts writes the host record with latest parts from
+/// batches that are only in the WAL; reopening must still replay those
+/// batches as stored data, not as out-of-order batches to drop.
+#[tokio::test(flavor = "multi_thread")]
+async fn wal_batches_after_a_second_hello_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_nanos() - 600 * SEC;
+    {
+        let store = Store::open(dir.path(), small_config()).unwrap();
+        store.put_host(&hello("h1", "web-1")).await.unwrap();
+        for seq in 1..=10 {
+            store
+                .append("h1", 7, &batch(seq, t0 + seq as i64 * SEC, 1))
+                .await
+                .unwrap();
+        }
+        store.flush().await.unwrap();
+        // A new agent run says Hello (record written with the latest parts so far)...
+        let mut second = hello("h1", "web-1");
+        second.run_id = 8;
+        for seq in 1..=10 {
+            store
+                .append("h1", 8, &batch(seq, t0 + (10 + seq as i64) * SEC, 1))
+                .await
+                .unwrap();
+            // ...and again after some of its batches, as a reconnecting agent does.
+            if seq == 5 {
+                store.put_host(&second).await.unwrap();
+            }
+        }
+        store.put_host(&second).await.unwrap();
+        assert_eq!(load1(&store, "h1").len(), 20);
+    }
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    assert_eq!(load1(&store, "h1").len(), 20);
+    assert_eq!(store.durable_seq("h1", 8), 10);
+    assert_eq!(
+        store
+            .counters()
+            .out_of_order_batches
+            .load(Ordering::Relaxed),
+        0
+    );
+    // The stored data still reaches only as far as it does: the next batch is in order.
+    store
+        .append("h1", 8, &batch(11, t0 + 21 * SEC, 1))
+        .await
+        .unwrap();
+    assert_eq!(load1(&store, "h1").len(), 21);
+}
+
+/// Batches older than the host's newest (a spool replay behind live data, a
+/// second run, a clock step back) are stored and read back in time order, from
+/// the head, after a WAL replay and from chunks.
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_is_stored_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_nanos() - 600 * SEC;
+    // Live data at t0+100.. (run 1); a replay of t0+1..t0+20 (run 2), and a
+    // third run with times between (t0+50..), interleaved.
+    let expected: Vec<i64> = (1..=20)
+        .chain(50..=60)
+        .chain(100..=120)
+        .map(|s| t0 + s * SEC)
+        .collect();
+    {
+        let store = Store::open(dir.path(), small_config()).unwrap();
+        let mut live = 0;
+        for i in 0..21u64 {
+            live += 1;
+            let r = store
+                .append("h", 1, &batch(live, t0 + (99 + live as i64) * SEC, 1))
+                .await
+                .unwrap();
+            assert_eq!(r, Appended::Stored);
+            if i < 20 {
+                let r = store
+                    .append("h", 2, &batch(i + 1, t0 + (i as i64 + 1) * SEC, 1))
+                    .await
+                    .unwrap();
+                assert_eq!(r, Appended::Stored);
+            }
+            if i < 11 {
+                store
+                    .append("h", 3, &batch(i + 1, t0 + (50 + i as i64) * SEC, 1))
+                    .await
+                    .unwrap();
+            }
+        }
+        let times: Vec<i64> = load1(&store, "h").iter().map(|p| p.0).collect();
+        assert_eq!(times, expected);
+        assert_eq!(
+            store
+                .counters()
+                .out_of_order_batches
+                .load(Ordering::Relaxed),
+            31
+        );
+        // Exact duplicates are still skipped.
+        let again = store.append("h", 2, &batch(20, t0 + 20 * SEC, 1)).await;
+        assert_eq!(again.unwrap(), Appended::Duplicate);
+    }
+    // WAL replay rebuilds the same lanes.
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    let times: Vec<i64> = load1(&store, "h").iter().map(|p| p.0).collect();
+    assert_eq!(times, expected);
+    // Chunks hold them after a cut, and after reopening.
+    store.flush().await.unwrap();
+    let times: Vec<i64> = load1(&store, "h").iter().map(|p| p.0).collect();
+    assert_eq!(times, expected);
+    drop(store);
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    let pts = load1(&store, "h");
+    assert_eq!(pts.iter().map(|p| p.0).collect::<Vec<_>>(), expected);
+    // The values went with their batches: run 2's seq n sits at t0 + n.
+    assert_eq!(pts[0], (t0 + SEC, 1.0));
+    assert_eq!(pts[20], (t0 + 50 * SEC, 1.0));
+    // New live data after the cut still lands in order.
+    store
+        .append("h", 1, &batch(22, t0 + 130 * SEC, 1))
+        .await
+        .unwrap();
+    assert_eq!(load1(&store, "h").last(), Some(&(t0 + 130 * SEC, 22.0)));
+}
+
+/// More overlapping backfill streams than lanes: the extra one is refused as
+/// retryable, the head is cut, and the retry is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_beyond_the_lanes_is_retried_after_a_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    let t0 = now_nanos() - 600 * SEC;
+    store
+        .append("h", 1, &batch(1, t0 + 500 * SEC, 1))
+        .await
+        .unwrap();
+    // Each run starts older than every lane's newest: one lane each.
+    for run in 0..3u64 {
+        let t = t0 + (400 - 100 * run as i64) * SEC;
+        store.append("h", 10 + run, &batch(1, t, 1)).await.unwrap();
+    }
+    let refused = store.append("h", 20, &batch(1, t0 + 50 * SEC, 1)).await;
+    assert!(
+        matches!(refused, Err(StoreError::BackfillBusy { .. })),
+        "{refused:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.counters().flushes.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no cut after the refusal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = store.append("h", 20, &batch(1, t0 + 50 * SEC, 1)).await;
+    assert_eq!(r.unwrap(), Appended::Stored);
+    assert_eq!(load1(&store, "h").len(), 5);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn replayed_batches_are_stored_once_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
@@ -341,6 +497,52 @@ async fn retention_deletes_old_generations() {
     }
     let pts = load1(&store, "h");
     assert_eq!(pts, vec![(now, 11.0)]);
+}
+
+/// Retention forgets a series whose chunk still sits in a kept generation; after
+/// a restart its id must not go to a new series, or the new series would show
+/// the old one's samples.
+#[tokio::test(flavor = "multi_thread")]
+async fn series_ids_are_not_reused_after_retention_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        retention: Duration::from_secs(5),
+        retention_interval: Duration::from_millis(200),
+        ..small_config()
+    };
+    let now = now_nanos();
+    let rss_of = |store: &Store, pid: &str| {
+        let m = [LabelMatch::Equal("pid".into(), pid.into())];
+        store
+            .find_series("h", "process_rss_bytes", &m, 10)
+            .iter()
+            .flat_map(|s| store.read_scalar("h", s.sid, i64::MIN, i64::MAX).unwrap())
+            .collect::<Vec<_>>()
+    };
+    {
+        let store = Store::open(dir.path(), cfg.clone()).unwrap();
+        // pid 101 (the highest series ids) only in an old batch; the generation
+        // stays because of the recent batch.
+        store
+            .append("h", 1, &batch(1, now - 3600 * SEC, 2))
+            .await
+            .unwrap();
+        store.append("h", 1, &batch(2, now, 1)).await.unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(rss_of(&store, "101").len(), 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !rss_of(&store, "101").is_empty() {
+            assert!(Instant::now() < deadline, "retention never forgot pid 101");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let store = Store::open(dir.path(), cfg).unwrap();
+    store.append("h", 1, &batch(3, now + SEC, 3)).await.unwrap();
+    assert_eq!(
+        rss_of(&store, "101"),
+        vec![(now + SEC, (1u64 << 20) as f64)]
+    );
+    assert_eq!(rss_of(&store, "102").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,15 +8,16 @@
 //! chunks are committed to the chunk database, segments `<= n` are deleted.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use nodewatch_proto::pb;
 
 use super::StoreError;
 
-/// Largest record accepted on replay (guards allocation against a corrupt length).
-const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+/// What the framing adds to a batch in a record: host id (at most 256 bytes),
+/// run id, receive time and protobuf tags, with room to spare.
+pub const RECORD_OVERHEAD_BYTES: usize = 4096;
 
 /// One logged append.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -70,31 +71,65 @@ pub fn segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
     Ok(out)
 }
 
-/// Reads every intact record of segment `n`; returns them and whether the tail was torn.
-pub fn read_segment(dir: &Path, n: u64) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+/// What replaying one segment found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SegmentRead {
+    /// Every intact record, in order.
+    pub records: Vec<Vec<u8>>,
+    /// The segment ends in an incomplete record (a crash mid-write).
+    pub torn: bool,
+    /// Records (or stretches of bytes) skipped because they failed their
+    /// checksum in the middle of the segment; the records after them are kept.
+    pub corrupt: usize,
+}
+
+/// Whether a valid record starts at `pos`: its length is within `max` and the
+/// file, and its payload matches the checksum.
+fn record_at(data: &[u8], pos: usize, max: usize) -> Option<usize> {
+    let header = data.get(pos..pos + 8)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+    if len > max {
+        return None;
+    }
+    let payload = data.get(pos + 8..pos + 8 + len)?;
+    (crc32fast::hash(payload) == crc).then_some(len)
+}
+
+/// Reads every intact record of segment `n` (records longer than
+/// `max_record_bytes` are damage, not data). A damaged record in the middle is
+/// skipped, and reading resumes at the next intact record; damage with no
+/// intact record after it is a torn tail.
+pub fn read_segment(
+    dir: &Path,
+    n: u64,
+    max_record_bytes: usize,
+) -> Result<SegmentRead, StoreError> {
     let mut data = Vec::new();
     File::open(segment_path(dir, n))
         .and_then(|mut f| f.read_to_end(&mut data))
         .map_err(io("read wal segment"))?;
-    let mut out = Vec::new();
+    let mut out = SegmentRead::default();
     let mut pos = 0;
     while pos < data.len() {
-        if data.len() - pos < 8 {
-            return Ok((out, true));
+        if let Some(len) = record_at(&data, pos, max_record_bytes) {
+            out.records.push(data[pos + 8..pos + 8 + len].to_vec());
+            pos += 8 + len;
+            continue;
         }
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap_or_default()) as usize;
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap_or_default());
-        if len > MAX_RECORD_BYTES || data.len() - pos - 8 < len {
-            return Ok((out, true));
+        // Damage: find the next intact record, if any.
+        match (pos + 1..data.len()).find(|&p| record_at(&data, p, max_record_bytes).is_some()) {
+            Some(next) => {
+                out.corrupt += 1;
+                pos = next;
+            }
+            None => {
+                out.torn = true;
+                break;
+            }
         }
-        let payload = &data[pos + 8..pos + 8 + len];
-        if crc32fast::hash(payload) != crc {
-            return Ok((out, true));
-        }
-        out.push(payload.to_vec());
-        pos += 8 + len;
     }
-    Ok((out, false))
+    Ok(out)
 }
 
 /// Appends a framed record to `buf`.
@@ -143,6 +178,18 @@ impl Wal {
         Ok(())
     }
 
+    /// Cuts off whatever a failed write left after the last successful one,
+    /// so the segment ends with complete, durable records.
+    pub fn discard_unsynced(&mut self) -> Result<(), StoreError> {
+        self.file
+            .set_len(self.bytes)
+            .map_err(io("trim wal segment"))?;
+        self.file
+            .seek(SeekFrom::Start(self.bytes))
+            .map_err(io("seek wal segment"))?;
+        Ok(())
+    }
+
     /// Current segment number.
     pub fn segment(&self) -> u64 {
         self.segment
@@ -188,17 +235,41 @@ mod tests {
         frame(&mut torn, b"three-three");
         torn.truncate(torn.len() - 4);
         w.write_durable(&torn).unwrap();
-        let (recs, torn_tail) = read_segment(dir.path(), 3).unwrap();
-        assert_eq!(recs, vec![b"one".to_vec(), b"two".to_vec()]);
-        assert!(torn_tail);
+        let r = read_segment(dir.path(), 3, 1024).unwrap();
+        assert_eq!(r.records, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert!(r.torn);
+        assert_eq!(r.corrupt, 0);
 
-        // A flipped bit fails the checksum.
+        // A flipped bit fails the first record's checksum: it is skipped, the
+        // second is kept.
         let path = segment_path(dir.path(), 3);
-        let mut data = fs::read(&path).unwrap();
+        let clean = fs::read(&path).unwrap();
+        let mut data = clean.clone();
         data[9] ^= 1;
-        fs::write(&path, data).unwrap();
-        let (recs, _) = read_segment(dir.path(), 3).unwrap();
-        assert!(recs.is_empty());
+        fs::write(&path, &data).unwrap();
+        let r = read_segment(dir.path(), 3, 1024).unwrap();
+        assert_eq!(r.records, vec![b"two".to_vec()]);
+        assert_eq!((r.corrupt, r.torn), (1, true));
+
+        // A damaged length: reading resumes at the next intact record.
+        let mut data = clean.clone();
+        data[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        fs::write(&path, &data).unwrap();
+        let r = read_segment(dir.path(), 3, 1024).unwrap();
+        assert_eq!(r.records, vec![b"two".to_vec()]);
+        assert_eq!(r.corrupt, 1);
+
+        // A record longer than the limit is damage, not data.
+        fs::write(&path, &clean).unwrap();
+        let r = read_segment(dir.path(), 3, 2).unwrap();
+        assert!(r.records.is_empty());
+        assert!(r.torn);
+
+        // Garbage only: nothing, no panic.
+        fs::write(&path, [0xffu8; 100]).unwrap();
+        let r = read_segment(dir.path(), 3, 1024).unwrap();
+        assert!(r.records.is_empty());
+        fs::write(&path, &clean).unwrap();
 
         w.rotate().unwrap();
         assert_eq!(segments(dir.path()).unwrap(), vec![3, 4]);

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use nodewatch_proto::pb;
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use super::append::{apply, prepare};
 use super::compact::{cut, enforce_retention};
-use super::head::lock;
+use super::head::{Head, lock};
 use super::wal::Wal;
 use super::{Appended, Shared, StoreError};
 
@@ -44,6 +44,8 @@ pub(super) fn writer_loop(
 ) {
     let mut last_cut = Instant::now();
     let mut last_retention: Option<Instant> = None;
+    // A failed write could not be trimmed off the segment: continue in a new one.
+    let mut need_rotate = false;
     let c = &shared.counters;
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
@@ -51,6 +53,12 @@ pub(super) fn writer_loop(
             match rx.try_recv() {
                 Ok(m) => group.push(m),
                 Err(_) => break,
+            }
+        }
+        if need_rotate {
+            match wal.rotate() {
+                Ok(()) => need_rotate = false,
+                Err(e) => debug!(error = %e, "cannot start a new wal segment yet"),
             }
         }
         let mut framed = Vec::new();
@@ -74,10 +82,6 @@ pub(super) fn writer_loop(
                     }
                     WriterMsg::Tick => continue,
                 };
-                if shared.poisoned.load(Ordering::Relaxed) {
-                    let _ = reply.send(Err(StoreError::Unavailable));
-                    continue;
-                }
                 match prepare(&mut head, &shared.config, c, &host_id, run_id, &batch) {
                     Ok(None) => pending.push((reply, None)),
                     Ok(Some(resolved)) => {
@@ -91,17 +95,34 @@ pub(super) fn writer_loop(
             }
         }
         if let Err(e) = wal.write(&framed, shared.config.fsync) {
-            // The log's state on disk is unknown: refuse everything from now on
-            // rather than acknowledge what may not be durable.
-            warn!(error = %e, "wal write failed; store stops accepting batches");
-            shared.poisoned.store(true, Ordering::Relaxed);
-            for (reply, _) in pending {
+            // Nothing of this group is acknowledged: agents keep and resend it.
+            // The next group tries again, so ingest resumes by itself once the
+            // disk has room (or works) again.
+            c.wal_write_errors.fetch_add(1, Ordering::Relaxed);
+            if !shared.failing.swap(true, Ordering::Relaxed) {
+                warn!(
+                    error = %e,
+                    "wal write failed; ingest answers UNAVAILABLE (agents keep their batches) until a write succeeds"
+                );
+            }
+            if let Err(e) = wal.discard_unsynced() {
+                warn!(error = %e, "cannot trim the failed write from the wal segment; the next write starts a new one");
+                need_rotate = true;
+            }
+            let mut head = lock(&shared.head);
+            for (reply, p) in pending {
+                if let Some((host_id, run_id, ..)) = p {
+                    rollback(&mut head, &host_id, run_id);
+                }
                 let _ = reply.send(Err(StoreError::Unavailable));
             }
             continue;
         }
         if !framed.is_empty() {
             c.wal_syncs.fetch_add(1, Ordering::Relaxed);
+            if shared.failing.swap(false, Ordering::Relaxed) {
+                info!("wal writes succeed again; ingest resumes");
+            }
         }
         let mut replies = Vec::with_capacity(pending.len());
         {
@@ -120,11 +141,12 @@ pub(super) fn writer_loop(
         for (reply, outcome) in replies {
             let _ = reply.send(Ok(outcome));
         }
-        let (head_bytes, wal_bytes) = {
+        let (head_bytes, wal_bytes, cut_requested) = {
             let head = lock(&shared.head);
-            (head.open_bytes as u64, wal.bytes())
+            (head.open_bytes as u64, wal.bytes(), head.cut_requested)
         };
         if !force_cut.is_empty()
+            || cut_requested
             || last_cut.elapsed() >= shared.config.chunk_duration
             || head_bytes >= shared.config.head_max_bytes
             || wal_bytes >= shared.config.wal_max_bytes
@@ -182,4 +204,15 @@ pub(super) fn spawn(
             source,
         })?;
     Ok(writer)
+}
+
+/// Forgets that a run's batches of a failed group were accepted: they were
+/// never applied nor acknowledged, and must be taken when the agent resends them.
+fn rollback(head: &mut Head, host_id: &str, run_id: u64) {
+    if let Some(h) = head.hosts.get_mut(host_id) {
+        if let Some(r) = h.runs.get_mut(&run_id) {
+            r.accepted = r.durable;
+        }
+        h.rollback_lanes();
+    }
 }

@@ -3,6 +3,11 @@
 #![allow(dead_code)]
 
 use nodewatch_proto::pb;
+use nodewatch_proto::pb::agent_message::Kind as AgentKind;
+use nodewatch_proto::pb::collector_message::Kind as CollectorKind;
+use nodewatch_proto::time::now_nanos;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -208,5 +213,89 @@ pub fn processes(n: u32) -> Vec<pb::ProcessStats> {
             rss_bytes: 4096,
             ..Default::default()
         })
+        .collect()
+}
+
+/// An agent's stream held by the test.
+pub struct Stream {
+    pub tx: mpsc::Sender<pb::AgentMessage>,
+    pub rx: tonic::Streaming<pb::CollectorMessage>,
+    pub durable_seq: u64,
+}
+
+/// Opens an Ingest stream with `hello` and waits for the Welcome.
+pub async fn open_stream(addr: SocketAddr, hello: pb::Hello) -> Stream {
+    let mut client = pb::ingest_client::IngestClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(pb::AgentMessage {
+        kind: Some(AgentKind::Hello(hello)),
+    })
+    .await
+    .unwrap();
+    let mut rx = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(CollectorKind::Welcome(w)) = rx.message().await.unwrap().unwrap().kind else {
+        panic!("no Welcome");
+    };
+    Stream {
+        tx,
+        rx,
+        durable_seq: w.durable_seq,
+    }
+}
+
+impl Stream {
+    /// Sends a batch and waits for its Ack (or the stream's error).
+    pub async fn send(&mut self, b: pb::Batch) -> Result<u64, tonic::Status> {
+        if self
+            .tx
+            .send(pb::AgentMessage {
+                kind: Some(AgentKind::Batch(b)),
+            })
+            .await
+            .is_err()
+        {
+            return Err(tonic::Status::cancelled("stream closed"));
+        }
+        match self.rx.message().await? {
+            Some(pb::CollectorMessage {
+                kind: Some(CollectorKind::Ack(a)),
+            }) => Ok(a.seq),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A Query client of the collector at `addr`.
+pub async fn query(addr: SocketAddr) -> pb::query_client::QueryClient<tonic::transport::Channel> {
+    pb::query_client::QueryClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+/// Every `load1` sample of `host` over the last two hours.
+pub async fn load1(addr: SocketAddr, host: &str) -> Vec<(i64, f64)> {
+    let r = query(addr)
+        .await
+        .query_series(pb::QuerySeriesRequest {
+            host: host.into(),
+            metric: "load1".into(),
+            start_unix_nano: now_nanos() - 2 * 3600 * 1_000_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.series.len(), 1, "{r:?}");
+    r.series[0]
+        .points
+        .iter()
+        .map(|p| (p.time_unix_nano, p.value))
         .collect()
 }
