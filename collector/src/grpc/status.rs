@@ -15,9 +15,7 @@ pub fn store(e: &StoreError) -> Status {
         StoreError::NonFinite { .. }
         | StoreError::BadTimestamp { .. }
         | StoreError::BadHostId(_) => Status::invalid_argument(e.to_string()),
-        StoreError::CardinalityExceeded { .. } | StoreError::TooManyHosts { .. } => {
-            Status::resource_exhausted(e.to_string())
-        }
+        StoreError::TooManyHosts { .. } => Status::resource_exhausted(e.to_string()),
         StoreError::Corrupt(_) => Status::data_loss(e.to_string()),
         StoreError::Io { .. }
         | StoreError::Db { .. }
@@ -84,14 +82,7 @@ mod tests {
     fn store_errors_map_to_statuses() {
         let cases = [
             (StoreError::NonFinite { field: "x" }, Code::InvalidArgument),
-            (
-                StoreError::CardinalityExceeded {
-                    host_id: "h".into(),
-                    would_have: 2,
-                    limit: 1,
-                },
-                Code::ResourceExhausted,
-            ),
+            (StoreError::BackfillBusy { lanes: 3 }, Code::Unavailable),
             (
                 StoreError::TooManyHosts { limit: 1 },
                 Code::ResourceExhausted,

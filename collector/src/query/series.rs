@@ -221,6 +221,7 @@ pub fn store_stats(store: &Store) -> pb::GetStoreStatsResponse {
         wal_corrupt_records: c.wal_corrupt_records.load(Relaxed),
         wal_write_errors: c.wal_write_errors.load(Relaxed),
         writable: store.writable(),
+        series_refused: c.series_refused.load(Relaxed),
     }
 }
 

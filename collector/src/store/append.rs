@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use nodewatch_proto::pb;
+use tracing::warn;
 
 use super::codec::{self, Runs, XorEncoder};
 use super::head::{
     Body, Head, Lane, MAX_BACKFILL_LANES, OpenSeries, Resolved, Resolver, RunState, SeriesMeta,
 };
-use super::{StoreConfig, StoreCounters, StoreError};
+use super::{SeriesKind, StoreConfig, StoreCounters, StoreError};
 
 /// Checks a batch against dedup state and limits and resolves its series.
 /// `Ok(None)` = duplicate.
@@ -65,7 +66,11 @@ pub(super) fn prepare(
         new_index: HashMap::new(),
     };
     crate::metrics::map_batch(batch, &mut r);
-    let Resolver { out, new_keys, .. } = r;
+    let Resolver {
+        mut out,
+        mut new_keys,
+        ..
+    } = r;
     // Active series after this batch: open ones plus new ones plus existing but
     // currently closed ones this batch reopens.
     let reopened = out
@@ -77,16 +82,33 @@ pub(super) fn prepare(
         .count();
     let would_have = h.active + reopened + new_keys.len();
     if would_have > config.max_series_per_host {
+        // Store what fits: series already open always, then the ones this batch
+        // opens in the order the batch maps them (host-wide figures first,
+        // processes and sockets after), until the limit; refuse the rest.
+        let refused = keep_within(
+            &mut out,
+            &mut new_keys,
+            |sid| (sid as usize) < h.series.len() && h.series[sid as usize].open.is_some(),
+            config.max_series_per_host.saturating_sub(h.active),
+        );
         counters
             .rejected_cardinality
             .fetch_add(1, Ordering::Relaxed);
-        return Err(StoreError::CardinalityExceeded {
-            host_id: host_id.to_string(),
-            would_have,
-            limit: config.max_series_per_host,
-        });
+        counters
+            .series_refused
+            .fetch_add(refused as u64, Ordering::Relaxed);
+        if !h.over_series_limit {
+            h.over_series_limit = true;
+            warn!(
+                host_id,
+                limit = config.max_series_per_host,
+                would_have,
+                "host over its series limit: samples of new series are refused (counted as series_refused), the rest is stored; raise max_series_per_host or find the label that floods"
+            );
+        }
+    } else {
+        h.over_series_limit = false;
     }
-    let mut out = out;
     let mut index_bytes = 0;
     if !new_keys.is_empty() {
         let base = h.series.len() as u32;
@@ -270,4 +292,63 @@ fn has_index(open: &Option<OpenSeries>, idx: u32) -> bool {
     open.as_ref()
         .and_then(|o| o.runs.last())
         .is_some_and(|&(start, len)| start + len > idx)
+}
+
+/// Drops the samples of series that would open beyond `budget` more open
+/// series; `is_open(sid)` tells series that are open already (always kept). New
+/// series (temporary ids counting down from `u32::MAX`) that get no room are
+/// removed from `new_keys` and the remaining temporary ids renumbered. Returns
+/// the samples dropped.
+fn keep_within(
+    out: &mut Resolved,
+    new_keys: &mut Vec<(String, SeriesKind)>,
+    is_open: impl Fn(u32) -> bool,
+    mut budget: usize,
+) -> usize {
+    let first_temp = u32::MAX - (new_keys.len() as u32).saturating_sub(1);
+    let is_temp = |sid: u32| !new_keys.is_empty() && sid >= first_temp;
+    let mut room: HashMap<u32, bool> = HashMap::new();
+    let order = out
+        .scalars
+        .iter()
+        .map(|s| s.0)
+        .chain(out.histograms.iter().map(|s| s.0));
+    for sid in order {
+        if is_open(sid) && !is_temp(sid) {
+            continue;
+        }
+        room.entry(sid).or_insert_with(|| {
+            let fits = budget > 0;
+            budget = budget.saturating_sub(1);
+            fits
+        });
+    }
+    let keep = |sid: u32| room.get(&sid).copied().unwrap_or(true);
+    let before = out.scalars.len() + out.histograms.len();
+    out.scalars.retain(|s| keep(s.0));
+    out.histograms.retain(|s| keep(s.0));
+    let dropped = before - out.scalars.len() - out.histograms.len();
+    // Renumber the kept new keys densely: temporary id `u32::MAX - i` for the
+    // i-th kept key.
+    let mut renumber: HashMap<u32, u32> = HashMap::new();
+    let mut kept = Vec::new();
+    for (i, key) in std::mem::take(new_keys).into_iter().enumerate() {
+        let old = u32::MAX - i as u32;
+        if keep(old) {
+            renumber.insert(old, u32::MAX - kept.len() as u32);
+            kept.push(key);
+        }
+    }
+    *new_keys = kept;
+    for sid in out
+        .scalars
+        .iter_mut()
+        .map(|s| &mut s.0)
+        .chain(out.histograms.iter_mut().map(|s| &mut s.0))
+    {
+        if let Some(&n) = renumber.get(sid) {
+            *sid = n;
+        }
+    }
+    dropped
 }

@@ -88,6 +88,8 @@ pub(super) struct HostHead {
     pub(super) backfill: Vec<Lane>,
     /// Newest accepted time per backfill lane (as `accepted_newest`).
     pub(super) backfill_accepted: Vec<i64>,
+    /// The last batch had series refused by the series limit (logged once per episode).
+    pub(super) over_series_limit: bool,
 }
 
 /// Most backfill lanes per host and generation; when all are taken by newer
@@ -127,6 +129,7 @@ impl HostHead {
             accepted_newest: i64::MIN,
             backfill: Vec::new(),
             backfill_accepted: Vec::new(),
+            over_series_limit: false,
         }
     }
 

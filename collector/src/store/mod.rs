@@ -83,16 +83,6 @@ pub enum StoreError {
     /// The host id is empty or too long.
     #[error("invalid host id: {0}")]
     BadHostId(&'static str),
-    /// The batch would create more active series than allowed for the host.
-    #[error("host {host_id} would have {would_have} active series, limit is {limit}")]
-    CardinalityExceeded {
-        /// Host id.
-        host_id: String,
-        /// Series the host would have.
-        would_have: usize,
-        /// Configured limit.
-        limit: usize,
-    },
     /// The store already holds the maximum number of hosts.
     #[error("host limit of {limit} reached")]
     TooManyHosts {
@@ -156,8 +146,12 @@ pub struct StoreCounters {
     pub rejected_future: AtomicU64,
     /// Batches refused for a timestamp too far in the past.
     pub rejected_past: AtomicU64,
-    /// Batches refused by the per-host series limit.
+    /// Batches with samples refused by the per-host series limit (the rest of
+    /// each was stored).
     pub rejected_cardinality: AtomicU64,
+    /// Samples refused by the per-host series limit (of series that would
+    /// have opened beyond it).
+    pub series_refused: AtomicU64,
     /// Batches refused by the host limit.
     pub rejected_hosts: AtomicU64,
     /// Batches older than their host's newest stored batch, stored in a
