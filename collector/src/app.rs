@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use tokio::sync::watch;
+
 use crate::config::CollectorConfig;
 use crate::hosts::{HostRegistry, StateLimits};
 use crate::ingest::IngestPipeline;
@@ -21,6 +23,8 @@ pub struct Collector {
     pub store: Arc<Store>,
     /// The configuration it runs with.
     pub config: CollectorConfig,
+    /// Turns true when the collector stops: streams end cleanly.
+    pub stopping: Arc<watch::Sender<bool>>,
 }
 
 impl Collector {
@@ -63,6 +67,7 @@ impl Collector {
             pipeline,
             store,
             config,
+            stopping: Arc::new(watch::channel(false).0),
         }
     }
 }

@@ -89,3 +89,68 @@ async fn batches_acknowledged_after_an_agent_restart_survive_a_collector_restart
     );
     assert_eq!(after.len(), acknowledged.len());
 }
+
+/// SIGTERM on the collector with agents and a host watch connected: streams
+/// end cleanly and promptly (no forced close after the grace period, no HTTP/2
+/// error on the agent), and the agent reconnects to the next collector.
+#[test]
+fn sigterm_ends_streams_cleanly_and_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let host = "clean-stop";
+    let mut collector = collector(addr, dir.path(), &[]);
+    let agent = agent(addr, dir.path(), &["--host-id", host]);
+    wait_for(Duration::from_secs(10), || {
+        find_host(&hosts_json(addr), host).filter(|h| h["batches_received"].as_u64() >= Some(3))
+    })
+    .unwrap_or_else(|| panic!("agent did not report:\n{}", agent.log_text()));
+    let mut watch = std::process::Command::new(bin("nodewatch"))
+        .args([
+            "--collector",
+            &addr.to_string(),
+            "hosts",
+            "--watch",
+            "-o",
+            "json",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let started = Instant::now();
+    collector.terminate();
+    let took = started.elapsed();
+    let log = collector.log_text();
+    assert!(
+        took < Duration::from_secs(2),
+        "collector took {took:?} to stop:\n{log}"
+    );
+    assert!(!log.contains("still open after"), "{log}");
+    // The watch ends with the stream, not with an error.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = watch.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "host watch still running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = status;
+
+    let _collector = support::collector(addr, dir.path(), &[]);
+    let before = find_host(&hosts_json(addr), host).unwrap()["batches_received"]
+        .as_u64()
+        .unwrap_or(0);
+    wait_for(Duration::from_secs(10), || {
+        find_host(&hosts_json(addr), host)
+            .filter(|h| h["connected"] == true && h["batches_received"].as_u64() > Some(before))
+    })
+    .unwrap_or_else(|| panic!("agent did not come back:\n{}", agent.log_text()));
+    let agent_log = agent.log_text();
+    assert!(
+        !agent_log.to_lowercase().contains("protocol error"),
+        "{agent_log}"
+    );
+}

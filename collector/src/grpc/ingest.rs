@@ -15,7 +15,7 @@ use futures::Stream;
 use nodewatch_proto::pb;
 use nodewatch_proto::pb::agent_message::Kind as AgentKind;
 use nodewatch_proto::pb::collector_message::Kind as CollectorKind;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
@@ -32,12 +32,23 @@ const ACK_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct IngestService {
     pipeline: Arc<IngestPipeline>,
     registry: Arc<HostRegistry>,
+    stopping: watch::Receiver<bool>,
 }
 
 impl IngestService {
-    /// A service appending through `pipeline` and registering hosts in `registry`.
-    pub fn new(pipeline: Arc<IngestPipeline>, registry: Arc<HostRegistry>) -> Self {
-        Self { pipeline, registry }
+    /// A service appending through `pipeline` and registering hosts in
+    /// `registry`; when `stopping` turns true every stream ends cleanly after
+    /// its in-flight append.
+    pub fn new(
+        pipeline: Arc<IngestPipeline>,
+        registry: Arc<HostRegistry>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            pipeline,
+            registry,
+            stopping,
+        }
     }
 }
 
@@ -61,6 +72,7 @@ impl pb::ingest_server::Ingest for IngestService {
         let (tx, rx) = mpsc::channel(REPLY_QUEUE);
         let pipeline = self.pipeline.clone();
         let registry = self.registry.clone();
+        let stopping = self.stopping.clone();
         pipeline.counters.streams.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let mut session = StreamSession {
@@ -68,6 +80,7 @@ impl pb::ingest_server::Ingest for IngestService {
                 registry,
                 peer,
                 host_id: None,
+                stopping,
             };
             if let Err(status) = session.run(inbound, &tx).await {
                 session
@@ -94,6 +107,7 @@ struct StreamSession {
     registry: Arc<HostRegistry>,
     peer: String,
     host_id: Option<String>,
+    stopping: watch::Receiver<bool>,
 }
 
 impl Drop for StreamSession {
@@ -155,7 +169,17 @@ impl StreamSession {
         )
         .await?;
 
-        while let Some(kind) = next(&mut inbound).await? {
+        loop {
+            // Between messages only: an append in flight always completes.
+            let kind = tokio::select! {
+                biased;
+                _ = self.stopping.wait_for(|stop| *stop) => {
+                    debug!(peer = %self.peer, host = %host_id, "collector stopping: stream ended");
+                    return Ok(());
+                }
+                kind = next(&mut inbound) => kind?,
+            };
+            let Some(kind) = kind else { break };
             match kind {
                 AgentKind::Hello(_) => {
                     return Err(Status::failed_precondition(

@@ -41,12 +41,14 @@ pub async fn routes(collector: &Collector) -> Result<Routes, ServeError> {
     let ingest = pb::ingest_server::IngestServer::new(IngestService::new(
         collector.pipeline.clone(),
         collector.registry.clone(),
+        collector.stopping.subscribe(),
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
     let query = pb::query_server::QueryServer::new(QueryService::new(
         collector.registry.clone(),
         collector.store.clone(),
+        collector.stopping.subscribe(),
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
@@ -115,13 +117,21 @@ async fn report_ingest_health(store: Weak<Store>, health: HealthReporter) {
     }
 }
 
-/// Serves `collector` on `listener` until `shutdown` completes.
+/// Serves `collector` on `listener` until `shutdown` completes; then every
+/// agent stream and host watch ends cleanly (after the append in flight) and
+/// the server returns once they have.
 pub async fn serve(
     collector: &Collector,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let routes = routes(collector).await?;
+    let stopping = collector.stopping.clone();
+    let mut stopped = stopping.subscribe();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    });
     let addr = listener.local_addr().ok();
     info!(
         listen = ?addr,
@@ -137,7 +147,9 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
         .await
         .map_err(ServeError::Transport)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use nodewatch_proto::pb;
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -23,12 +24,22 @@ const WATCH_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct QueryService {
     registry: Arc<HostRegistry>,
     store: Arc<Store>,
+    stopping: watch::Receiver<bool>,
 }
 
 impl QueryService {
-    /// A service answering from `registry` and `store`.
-    pub fn new(registry: Arc<HostRegistry>, store: Arc<Store>) -> Self {
-        Self { registry, store }
+    /// A service answering from `registry` and `store`; host watches end when
+    /// `stopping` turns true.
+    pub fn new(
+        registry: Arc<HostRegistry>,
+        store: Arc<Store>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            registry,
+            store,
+            stopping,
+        }
     }
 
     /// Runs a store read off the async workers.
@@ -68,13 +79,17 @@ impl pb::query_server::Query for QueryService {
     ) -> Result<Response<Self::WatchHostsStream>, Status> {
         let interval = query::hosts::watch_interval(request.get_ref().interval_ms);
         let registry = self.registry.clone();
+        let mut stopping = self.stopping.clone();
         // Small per-client queue: a client that does not read is dropped.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
-                ticker.tick().await;
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = stopping.wait_for(|stop| *stop) => break,
+                }
                 let update = query::hosts::list(&registry);
                 match tokio::time::timeout(WATCH_SEND_TIMEOUT, tx.send(Ok(update))).await {
                     Ok(Ok(())) => {}
