@@ -225,28 +225,36 @@ pub struct Stream {
 
 /// Opens an Ingest stream with `hello` and waits for the Welcome.
 pub async fn open_stream(addr: SocketAddr, hello: pb::Hello) -> Stream {
+    try_open_stream(addr, hello).await.unwrap()
+}
+
+/// Opens an Ingest stream with `hello` and waits for the Welcome; an error
+/// when the collector is unreachable or refuses.
+pub async fn try_open_stream(addr: SocketAddr, hello: pb::Hello) -> Result<Stream, String> {
     let mut client = pb::ingest_client::IngestClient::connect(format!("http://{addr}"))
         .await
-        .unwrap()
+        .map_err(|e| e.to_string())?
         .max_encoding_message_size(64 << 20);
     let (tx, rx) = mpsc::channel(16);
     tx.send(pb::AgentMessage {
         kind: Some(AgentKind::Hello(hello)),
     })
     .await
-    .unwrap();
+    .map_err(|e| e.to_string())?;
     let mut rx = client
         .stream(ReceiverStream::new(rx))
         .await
-        .unwrap()
+        .map_err(|e| e.to_string())?
         .into_inner();
-    let Some(CollectorKind::Welcome(w)) = rx.message().await.unwrap().unwrap().kind else {
-        panic!("no Welcome");
-    };
-    Stream {
-        tx,
-        rx,
-        durable_seq: w.durable_seq,
+    match rx.message().await {
+        Ok(Some(pb::CollectorMessage {
+            kind: Some(CollectorKind::Welcome(w)),
+        })) => Ok(Stream {
+            tx,
+            rx,
+            durable_seq: w.durable_seq,
+        }),
+        other => Err(format!("no Welcome: {other:?}")),
     }
 }
 
@@ -267,6 +275,7 @@ impl Stream {
             Some(pb::CollectorMessage {
                 kind: Some(CollectorKind::Ack(a)),
             }) => Ok(a.seq),
+            None => Err(tonic::Status::cancelled("the collector ended the stream")),
             other => panic!("unexpected {other:?}"),
         }
     }
