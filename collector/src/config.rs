@@ -104,24 +104,9 @@ impl Default for StoreConfig {
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this configuration.
-    #[error("invalid config file {path}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: toml::de::Error,
-    },
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] nodewatch_proto::daemon::ConfigFileError),
     /// A non-loopback address without `insecure_listen`.
     #[error(
         "refusing to listen on non-loopback address {0} without TLS; \
@@ -178,14 +163,7 @@ impl Default for CollectorConfig {
 impl CollectorConfig {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        Ok(nodewatch_proto::daemon::load_toml(path)?)
     }
 
     /// Parses TOML text over the defaults.

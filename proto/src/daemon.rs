@@ -2,7 +2,44 @@
 //! daemons (and the CLI's error line): logging set-up, one-line errors with
 //! their causes, and the shutdown signal.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// Why a TOML configuration file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file {path}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: toml::de::Error,
+    },
+}
+
+/// Reads a TOML configuration file over the type's defaults (its serde
+/// `default`); unknown keys are errors where the type denies them.
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigFileError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
 
 /// Runs a binary's `run` and turns its result into the exit code; an error is
 /// printed as one line with its causes, e.g.
