@@ -21,6 +21,13 @@ pub const DEFAULT_MAX_HOSTS: usize = 10_000;
 /// they kept during an outage. Equal to the default retention: an older batch
 /// would be deleted by the next retention pass anyway.
 pub const DEFAULT_MAX_BATCH_AGE: Duration = DEFAULT_RETENTION;
+/// Default time a new stream has to say Hello before it is closed.
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time an agent stream may stay silent before it is closed (agents
+/// send a batch every interval, 1 s by default).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default limit of concurrent gRPC streams on one connection.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// Default furthest a batch may be ahead of the collector's clock.
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(10 * 60);
 
@@ -138,6 +145,16 @@ pub struct CollectorConfig {
     pub max_clock_skew: Duration,
     /// Largest gRPC message accepted, bytes.
     pub max_message_bytes: usize,
+    /// A new ingest stream that sends no Hello within this is closed
+    /// (DEADLINE_EXCEEDED).
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+    /// An ingest stream with no message for this long is closed
+    /// (DEADLINE_EXCEEDED); the agent reconnects.
+    #[serde(with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
+    /// Most concurrent gRPC streams on one connection (HTTP/2 setting).
+    pub max_streams_per_connection: u32,
     /// The embedded time-series store (`[store]` table). Its `max_hosts`,
     /// `max_sample_age` and `max_future_skew` are taken from the top-level
     /// `max_hosts`, `max_batch_age` and `max_clock_skew`.
@@ -155,6 +172,9 @@ impl Default for CollectorConfig {
             max_batch_age: DEFAULT_MAX_BATCH_AGE,
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             max_message_bytes: nodewatch_proto::MAX_MESSAGE_BYTES,
+            hello_timeout: DEFAULT_HELLO_TIMEOUT,
+            stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             store: StoreConfig::default(),
         }
     }

@@ -20,10 +20,15 @@ use tonic::transport::{Channel, Endpoint, Server};
 /// Serves a fresh collector (its store in a temporary directory) over duplex
 /// pipes; returns it, a channel to it and the directory (removed on drop).
 async fn start() -> (Collector, Channel, tempfile::TempDir) {
+    start_with(CollectorConfig::default()).await
+}
+
+/// As [`start`], with `config` (its data directory replaced by a temporary one).
+async fn start_with(config: CollectorConfig) -> (Collector, Channel, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = CollectorConfig {
         data_dir: dir.path().to_path_buf(),
-        ..CollectorConfig::default()
+        ..config
     };
     let collector = Collector::open(config).unwrap();
     let routes = grpc::routes(&collector).await.unwrap();
@@ -302,4 +307,28 @@ async fn reflection_v1_lists_every_service() {
             "{expected} missing from {names:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn silent_streams_are_closed() {
+    let (_collector, channel, _dir) = start_with(CollectorConfig {
+        hello_timeout: Duration::from_millis(300),
+        stream_idle_timeout: Duration::from_millis(600),
+        ..CollectorConfig::default()
+    })
+    .await;
+    // No Hello at all.
+    let started = std::time::Instant::now();
+    let (replies, status) = exchange(channel.clone(), vec![], 1).await;
+    assert!(replies.is_empty());
+    let status = status.expect("stream without Hello not closed");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("no Hello"), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Hello, a batch, then silence.
+    let (replies, status) = exchange(channel, vec![hello("quiet", 1), batch(1, 5)], 3).await;
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    let status = status.expect("idle stream not closed");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("no message for"), "{status:?}");
 }

@@ -33,6 +33,16 @@ pub struct IngestService {
     pipeline: Arc<IngestPipeline>,
     registry: Arc<HostRegistry>,
     stopping: watch::Receiver<bool>,
+    limits: StreamLimits,
+}
+
+/// Time limits of one ingest stream.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// A stream must say Hello within this.
+    pub hello_timeout: Duration,
+    /// A stream with no message for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl IngestService {
@@ -43,11 +53,13 @@ impl IngestService {
         pipeline: Arc<IngestPipeline>,
         registry: Arc<HostRegistry>,
         stopping: watch::Receiver<bool>,
+        limits: StreamLimits,
     ) -> Self {
         Self {
             pipeline,
             registry,
             stopping,
+            limits,
         }
     }
 }
@@ -73,6 +85,7 @@ impl pb::ingest_server::Ingest for IngestService {
         let pipeline = self.pipeline.clone();
         let registry = self.registry.clone();
         let stopping = self.stopping.clone();
+        let limits = self.limits;
         pipeline.counters.streams.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let mut session = StreamSession {
@@ -81,6 +94,7 @@ impl pb::ingest_server::Ingest for IngestService {
                 peer,
                 host_id: None,
                 stopping,
+                limits,
             };
             if let Err(status) = session.run(inbound, &tx).await {
                 session
@@ -108,6 +122,7 @@ struct StreamSession {
     peer: String,
     host_id: Option<String>,
     stopping: watch::Receiver<bool>,
+    limits: StreamLimits,
 }
 
 impl Drop for StreamSession {
@@ -125,7 +140,15 @@ impl StreamSession {
         mut inbound: Streaming<pb::AgentMessage>,
         tx: &mpsc::Sender<Result<pb::CollectorMessage, Status>>,
     ) -> Result<(), Status> {
-        let hello = match next(&mut inbound).await? {
+        let first = tokio::time::timeout(self.limits.hello_timeout, next(&mut inbound))
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no Hello within {:?}; closing the stream",
+                    self.limits.hello_timeout
+                ))
+            })??;
+        let hello = match first {
             None => return Ok(()),
             Some(AgentKind::Hello(hello)) => hello,
             Some(AgentKind::Batch(b)) => {
@@ -177,7 +200,14 @@ impl StreamSession {
                     debug!(peer = %self.peer, host = %host_id, "collector stopping: stream ended");
                     return Ok(());
                 }
-                kind = next(&mut inbound) => kind?,
+                kind = tokio::time::timeout(self.limits.idle_timeout, next(&mut inbound)) => {
+                    kind.map_err(|_| {
+                        Status::deadline_exceeded(format!(
+                            "no message for {:?}; closing the stream",
+                            self.limits.idle_timeout
+                        ))
+                    })??
+                }
             };
             let Some(kind) = kind else { break };
             match kind {

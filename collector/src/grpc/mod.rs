@@ -42,6 +42,10 @@ pub async fn routes(collector: &Collector) -> Result<Routes, ServeError> {
         collector.pipeline.clone(),
         collector.registry.clone(),
         collector.stopping.subscribe(),
+        ingest::StreamLimits {
+            hello_timeout: collector.config.hello_timeout,
+            idle_timeout: collector.config.stream_idle_timeout,
+        },
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
@@ -144,6 +148,7 @@ pub async fn serve(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .tcp_nodelay(true)
+        .max_concurrent_streams(Some(collector.config.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_routes(routes)
