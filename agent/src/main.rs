@@ -156,6 +156,7 @@ async fn run() -> anyhow::Result<()> {
                     .clone(),
             ),
             run_id,
+            ..Default::default()
         }
     };
     let client = Client {

@@ -332,3 +332,32 @@ async fn silent_streams_are_closed() {
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     assert!(status.message().contains("no message for"), "{status:?}");
 }
+
+/// Live data before the backlog: batches of one run out of order are all
+/// stored; each Ack names its batch, and the settled seq catches up when the
+/// gap fills. A Hello's first_seq settles what the agent dropped.
+#[tokio::test]
+async fn out_of_order_batches_and_declared_gaps() {
+    let (_collector, channel, _dir) = start().await;
+    let mut first = support::hello("gappy", 3);
+    first.first_seq = 5;
+    let hello = pb::AgentMessage {
+        kind: Some(AgentKind::Hello(first)),
+    };
+    let (replies, status) = exchange(
+        channel,
+        vec![hello, batch(8, 1), batch(5, 1), batch(6, 1), batch(7, 1)],
+        5,
+    )
+    .await;
+    assert!(status.is_none(), "{status:?}");
+    assert!(matches!(&replies[0], CollectorKind::Welcome(w) if w.durable_seq == 4));
+    let acks: Vec<(u64, u64)> = replies[1..]
+        .iter()
+        .map(|r| match r {
+            CollectorKind::Ack(a) => (a.seq, a.batch_seq),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(acks, vec![(4, 8), (5, 5), (6, 6), (8, 7)]);
+}

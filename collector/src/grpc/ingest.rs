@@ -173,6 +173,8 @@ impl StreamSession {
             .put_host(&hello)
             .await
             .map_err(|e| status::store(&e))?;
+        self.pipeline
+            .settle_below(&host_id, run_id, hello.first_seq);
         let durable_seq = self.pipeline.durable_seq(&host_id, run_id);
         info!(
             peer = %self.peer,
@@ -225,7 +227,14 @@ impl StreamSession {
                         .map_err(|e| status::ingest(&e))?;
                     debug!(host = %host_id, seq, ?outcome, "batch");
                     let acked = self.pipeline.durable_seq(&host_id, run_id);
-                    send(tx, CollectorKind::Ack(pb::Ack { seq: acked })).await?;
+                    send(
+                        tx,
+                        CollectorKind::Ack(pb::Ack {
+                            seq: acked,
+                            batch_seq: seq,
+                        }),
+                    )
+                    .await?;
                 }
             }
         }

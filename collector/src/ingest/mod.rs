@@ -78,6 +78,11 @@ impl IngestPipeline {
         self.store.durable_seq(host_id, run_id)
     }
 
+    /// The agent of (host, run) will never send seqs below `first_seq`.
+    pub fn settle_below(&self, host_id: &str, run_id: u64, first_seq: u64) {
+        self.store.settle_below(host_id, run_id, first_seq);
+    }
+
     /// Records an agent's Hello durably.
     pub async fn put_host(&self, hello: &pb::Hello) -> Result<(), StoreError> {
         self.store.put_host(hello).await

@@ -14,7 +14,8 @@ use tracing::warn;
 
 use super::codec::{self, Runs, XorEncoder};
 use super::head::{
-    Body, Head, Lane, MAX_BACKFILL_LANES, OpenSeries, Resolved, Resolver, RunState, SeriesMeta,
+    Body, Head, Lane, MAX_BACKFILL_LANES, OpenSeries, Resolved, Resolver, RunState, SeqSet,
+    SeriesMeta,
 };
 use super::{SeriesKind, StoreConfig, StoreCounters, StoreError};
 
@@ -39,8 +40,11 @@ pub(super) fn prepare(
     };
     if let Some(r) = h.runs.get_mut(&run_id) {
         r.used = clock;
-        if batch.seq <= r.accepted {
+        if r.accepted.contains(batch.seq) {
             return Ok(None);
+        }
+        if !r.accepted.has_room_for(batch.seq) {
+            return Err(StoreError::Unavailable);
         }
     }
     // Each lane holds batches in time order: newer than everything goes to the
@@ -145,11 +149,11 @@ pub(super) fn prepare(
     }
     out.lane = lane;
     let run = h.runs.entry(run_id).or_insert(RunState {
-        accepted: 0,
-        durable: 0,
+        accepted: SeqSet::default(),
+        durable: SeqSet::default(),
         used: clock,
     });
-    run.accepted = batch.seq;
+    run.accepted.insert(batch.seq);
     if h.runs.len() > config.max_runs_per_host.max(1)
         && let Some((&oldest, _)) = h
             .runs
@@ -177,7 +181,7 @@ pub(super) fn apply(
         return;
     };
     if let Some(r) = h.runs.get_mut(&run_id) {
-        r.durable = r.durable.max(batch.seq);
+        r.durable.insert(batch.seq);
     }
     h.last_seen_unix_nano = h.last_seen_unix_nano.max(received);
     h.dirty = true;

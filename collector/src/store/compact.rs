@@ -46,7 +46,11 @@ pub(super) fn cut(shared: &Shared, wal: &mut Wal, flushed: &mut u64) -> Result<(
                 times: Vec::new(),
                 chunks: Vec::new(),
                 series: Vec::new(),
-                runs: h.runs.iter().map(|(&r, s)| (r, s.durable)).collect(),
+                runs: h
+                    .runs
+                    .iter()
+                    .map(|(&r, s)| (r, s.durable.through))
+                    .collect(),
                 lanes: Vec::new(),
             };
             if let (Some(&f), Some(&l)) = (h.times.first(), h.times.last()) {

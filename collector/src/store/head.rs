@@ -51,12 +51,92 @@ pub(super) struct SeriesMeta {
     pub(super) dirty: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// The seqs of a run held so far: every seq up to `through`, and ranges above
+/// it that arrived out of order (live batches sent before a backlog).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct SeqSet {
+    /// Every seq `<= through` is held.
+    pub(super) through: u64,
+    /// Disjoint, ascending, non-adjacent inclusive ranges above `through + 1`.
+    pub(super) above: Vec<(u64, u64)>,
+}
+
+/// Most separate ranges a run may hold above its contiguous prefix.
+pub(super) const MAX_SEQ_RANGES: usize = 1024;
+
+impl SeqSet {
+    /// Everything up to `through`.
+    pub(super) fn through(through: u64) -> Self {
+        Self {
+            through,
+            above: Vec::new(),
+        }
+    }
+
+    /// Whether `seq` is held.
+    pub(super) fn contains(&self, seq: u64) -> bool {
+        seq <= self.through || self.above.iter().any(|&(lo, hi)| lo <= seq && seq <= hi)
+    }
+
+    /// Whether inserting `seq` stays within [`MAX_SEQ_RANGES`].
+    pub(super) fn has_room_for(&self, seq: u64) -> bool {
+        self.above.len() < MAX_SEQ_RANGES
+            || seq == self.through + 1
+            || self
+                .above
+                .iter()
+                .any(|&(lo, hi)| lo <= seq + 1 && seq <= hi + 1)
+    }
+
+    /// Adds `seq`, merging ranges and folding them into the prefix.
+    pub(super) fn insert(&mut self, seq: u64) {
+        if self.contains(seq) {
+            return;
+        }
+        let pos = self.above.partition_point(|&(_, hi)| hi + 1 < seq);
+        match self.above.get_mut(pos) {
+            Some(r) if r.0 <= seq + 1 => {
+                r.0 = r.0.min(seq);
+                r.1 = r.1.max(seq);
+                // Merge with the next range if they now touch.
+                if let Some(&(nlo, nhi)) = self.above.get(pos + 1)
+                    && nlo <= self.above[pos].1 + 1
+                {
+                    self.above[pos].1 = nhi;
+                    self.above.remove(pos + 1);
+                }
+            }
+            _ => self.above.insert(pos, (seq, seq)),
+        }
+        self.fold();
+    }
+
+    /// Everything up to `through` is settled from now on.
+    pub(super) fn settle_through(&mut self, through: u64) {
+        if through > self.through {
+            self.through = through;
+            self.above.retain(|&(_, hi)| hi > through);
+            self.fold();
+        }
+    }
+
+    fn fold(&mut self) {
+        while let Some(&(lo, hi)) = self.above.first() {
+            if lo > self.through + 1 {
+                break;
+            }
+            self.through = self.through.max(hi);
+            self.above.remove(0);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub(super) struct RunState {
-    /// Highest seq accepted into a commit group (durable once that group synced).
-    pub(super) accepted: u64,
-    /// Highest durable seq.
-    pub(super) durable: u64,
+    /// Seqs accepted into a commit group (durable once that group synced).
+    pub(super) accepted: SeqSet,
+    /// Seqs durable.
+    pub(super) durable: SeqSet,
     /// Logical clock of the last use, for least-recently-used eviction.
     pub(super) used: u64,
 }
@@ -252,4 +332,50 @@ pub(super) fn lock(m: &Mutex<Head>) -> MutexGuard<'_, Head> {
     // A panic while holding the lock leaves consistent-enough data (counters and
     // appends only); keep serving rather than propagating the poison.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_sets_merge_and_fold() {
+        let mut s = SeqSet::default();
+        for seq in [5, 7, 6, 10] {
+            s.insert(seq);
+        }
+        assert_eq!(s.through, 0);
+        assert_eq!(s.above, vec![(5, 7), (10, 10)]);
+        assert!(s.contains(6) && s.contains(10) && !s.contains(8) && !s.contains(1));
+        for seq in 1..=4 {
+            s.insert(seq);
+        }
+        assert_eq!((s.through, s.above.clone()), (7, vec![(10, 10)]));
+        s.insert(9);
+        assert_eq!(s.above, vec![(9, 10)]);
+        s.insert(8);
+        assert_eq!((s.through, s.above.is_empty()), (10, true));
+        // Already held: nothing changes.
+        s.insert(3);
+        assert_eq!(s.through, 10);
+        // Settling past a gap keeps what lies above it.
+        s.insert(20);
+        s.insert(30);
+        s.settle_through(25);
+        assert_eq!((s.through, s.above.clone()), (25, vec![(30, 30)]));
+        s.settle_through(29);
+        assert_eq!((s.through, s.above.is_empty()), (30, true));
+    }
+
+    #[test]
+    fn seq_sets_are_bounded() {
+        let mut s = SeqSet::default();
+        for i in 0..MAX_SEQ_RANGES as u64 {
+            s.insert(10 + 2 * i);
+        }
+        assert!(!s.has_room_for(1_000_000));
+        // Extending an existing range or the prefix is always allowed.
+        assert!(s.has_room_for(11));
+        assert!(s.has_room_for(1));
+    }
 }

@@ -317,7 +317,7 @@ impl Store {
             return Err(StoreError::BadHostId("longer than 256 bytes"));
         }
         // Cheap duplicate check first: a replaying agent should cost little.
-        if batch.seq <= self.durable_seq(host_id, run_id) {
+        if self.holds(host_id, run_id, batch.seq) {
             c.batches_duplicate.fetch_add(1, Ordering::Relaxed);
             return Ok(Appended::Duplicate);
         }
@@ -368,13 +368,45 @@ impl Store {
         rx.await.map_err(|_| StoreError::Unavailable)?
     }
 
-    /// Highest durable seq of (host, run), 0 if none.
+    /// Seq of (host, run) through which every batch is settled (durable, or
+    /// declared dropped by the agent), 0 if none.
     pub fn durable_seq(&self, host_id: &str, run_id: u64) -> u64 {
         let head = self.lock();
         head.hosts
             .get(host_id)
             .and_then(|h| h.runs.get(&run_id))
-            .map_or(0, |r| r.durable)
+            .map_or(0, |r| r.durable.through)
+    }
+
+    /// Whether batch `seq` of (host, run) is durable (also above a gap).
+    pub fn holds(&self, host_id: &str, run_id: u64, seq: u64) -> bool {
+        let head = self.lock();
+        head.hosts
+            .get(host_id)
+            .and_then(|h| h.runs.get(&run_id))
+            .is_some_and(|r| r.durable.contains(seq))
+    }
+
+    /// Records that the agent will never send seqs of (host, run) below
+    /// `first_seq` (it dropped them): the run counts as settled through
+    /// `first_seq - 1`. Kept in memory (and in the run's durable seq written
+    /// by the next cut): an agent declares it again with every Hello.
+    pub fn settle_below(&self, host_id: &str, run_id: u64, first_seq: u64) {
+        let Some(through) = first_seq.checked_sub(1).filter(|&t| t > 0) else {
+            return;
+        };
+        let mut head = self.lock();
+        head.clock += 1;
+        let used = head.clock;
+        if let Some(h) = head.hosts.get_mut(host_id) {
+            let r = h.runs.entry(run_id).or_insert_with(|| head::RunState {
+                accepted: head::SeqSet::default(),
+                durable: head::SeqSet::default(),
+                used,
+            });
+            r.accepted.settle_through(through);
+            r.durable.settle_through(through);
+        }
     }
 
     /// Persists the agent's Hello (identity, labels, capabilities).

@@ -12,7 +12,7 @@ use redb::{Database, ReadableDatabase as _, ReadableTable as _};
 use tracing::{error, info, warn};
 
 use super::append::{apply, prepare};
-use super::head::{Head, HostHead, RunState, SeriesMeta};
+use super::head::{Head, HostHead, RunState, SeqSet, SeriesMeta};
 use super::schema::{self, BACKFILL, CHUNKS, GENERATIONS, HOSTS, HostRecord, META, RUNS, SERIES};
 use super::wal::{self, WalRecord};
 use super::{SeriesKind, StoreConfig, StoreCounters, StoreError, db};
@@ -118,8 +118,8 @@ pub(super) fn load_head(database: &Database) -> Result<(Head, u64), StoreError> 
             h.runs.insert(
                 run,
                 RunState {
-                    accepted: seq,
-                    durable: seq,
+                    accepted: SeqSet::through(seq),
+                    durable: SeqSet::through(seq),
                     used: 0,
                 },
             );

@@ -308,6 +308,48 @@ async fn backfill_beyond_the_lanes_is_retried_after_a_cut() {
     assert_eq!(load1(&store, "h").len(), 5);
 }
 
+/// Live batches sent before a backlog (seqs out of order within one run) are
+/// all stored once; the settled prefix catches up when the gap fills, also
+/// across a reopen.
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_order_seqs_of_one_run_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_nanos() - 600 * SEC;
+    let at = |seq: u64| t0 + seq as i64 * SEC;
+    {
+        let store = Store::open(dir.path(), small_config()).unwrap();
+        for seq in 11..=20 {
+            let r = store.append("h", 5, &batch(seq, at(seq), 1)).await;
+            assert_eq!(r.unwrap(), Appended::Stored);
+        }
+        assert_eq!(store.durable_seq("h", 5), 0);
+        assert!(store.holds("h", 5, 15));
+        for seq in 1..=10 {
+            let r = store.append("h", 5, &batch(seq, at(seq), 1)).await;
+            assert_eq!(r.unwrap(), Appended::Stored);
+            assert_eq!(store.durable_seq("h", 5), if seq < 10 { seq } else { 20 });
+        }
+        for seq in [1, 10, 11, 20] {
+            let r = store.append("h", 5, &batch(seq, at(seq), 1)).await;
+            assert_eq!(r.unwrap(), Appended::Duplicate, "seq {seq}");
+        }
+        assert_eq!(load1(&store, "h").len(), 20);
+        // A gap the agent declares dropped is settled.
+        store.append("h", 5, &batch(30, at(30), 1)).await.unwrap();
+        assert_eq!(store.durable_seq("h", 5), 20);
+        store.settle_below("h", 5, 30);
+        assert_eq!(store.durable_seq("h", 5), 30);
+    }
+    // After a reopen the WAL's batches are held again; the declared gap is the
+    // agent's to declare again with its next Hello.
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    assert_eq!(store.durable_seq("h", 5), 20);
+    assert!(store.holds("h", 5, 30));
+    store.settle_below("h", 5, 30);
+    assert_eq!(store.durable_seq("h", 5), 30);
+    assert_eq!(load1(&store, "h").len(), 21);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn replayed_batches_are_stored_once_across_restarts() {
     let dir = tempfile::tempdir().unwrap();

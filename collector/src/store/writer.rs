@@ -211,7 +211,7 @@ pub(super) fn spawn(
 fn rollback(head: &mut Head, host_id: &str, run_id: u64) {
     if let Some(h) = head.hosts.get_mut(host_id) {
         if let Some(r) = h.runs.get_mut(&run_id) {
-            r.accepted = r.durable;
+            r.accepted = r.durable.clone();
         }
         h.rollback_lanes();
     }
