@@ -28,6 +28,31 @@ pub const DEFAULT_COLLECTOR_ADDR: &str = "127.0.0.1:7077";
 /// Largest message (encoded) the collector accepts and the agent sends, bytes.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Limits of a `Hello` that the collector enforces and the agent checks at
+/// start-up (so a bad host id or label set is a clear start-up error, not an
+/// endless retry).
+pub mod hello_limits {
+    /// Longest host id, bytes; characters are `[0-9A-Za-z._-]`.
+    pub const MAX_HOST_ID_BYTES: usize = 64;
+    /// Most labels.
+    pub const MAX_LABELS: usize = 64;
+    /// Longest string field (hostname, kernel, OS, label key or value), bytes.
+    pub const MAX_STRING_BYTES: usize = 256;
+    /// Most sampler statuses in the capabilities.
+    pub const MAX_FEATURES: usize = 64;
+    /// Longest feature status reason, bytes.
+    pub const MAX_REASON_BYTES: usize = 1024;
+
+    /// Whether `id` is a valid host id.
+    pub fn valid_host_id(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= MAX_HOST_ID_BYTES
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    }
+}
+
 /// gRPC metadata key on a final refusal of one batch (`INVALID_ARGUMENT`,
 /// `RESOURCE_EXHAUSTED`): the refused batch's seq. The agent drops exactly
 /// that batch instead of resending it forever.

@@ -26,6 +26,9 @@ pub enum ValidationError {
     /// Too many labels.
     #[error("{0} labels, at most {MAX_LABELS} allowed")]
     TooManyLabels(usize),
+    /// Too many sampler statuses.
+    #[error("{0} sampler statuses, at most {MAX_FEATURES} allowed")]
+    TooManyFeatures(usize),
     /// Batch sequence number 0.
     #[error("seq must start at 1")]
     ZeroSeq,
@@ -37,9 +40,9 @@ pub enum ValidationError {
     NotFinite(&'static str),
 }
 
-/// Most labels an agent may attach.
-pub const MAX_LABELS: usize = 64;
-const MAX_STRING: usize = 256;
+use nodewatch_proto::hello_limits::{
+    MAX_FEATURES, MAX_LABELS, MAX_REASON_BYTES, MAX_STRING_BYTES as MAX_STRING, valid_host_id,
+};
 
 /// How far batch times may stray from the collector's clock.
 #[derive(Debug, Clone)]
@@ -53,8 +56,8 @@ pub struct ValidationLimits {
 impl Default for ValidationLimits {
     fn default() -> Self {
         Self {
-            max_age: Duration::from_secs(15 * 24 * 3600),
-            max_future: Duration::from_secs(10 * 60),
+            max_age: crate::config::DEFAULT_MAX_BATCH_AGE,
+            max_future: crate::config::DEFAULT_MAX_CLOCK_SKEW,
         }
     }
 }
@@ -63,17 +66,14 @@ impl Default for ValidationLimits {
 pub fn hello(hello: &pb::Hello) -> Result<(), ValidationError> {
     let host = hello.host.as_ref().ok_or(ValidationError::MissingHost)?;
     let id = &host.host_id;
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
+    if !valid_host_id(id) {
         return Err(ValidationError::BadHostId(id.chars().take(80).collect()));
     }
     for (field, value) in [
         ("hostname", &host.hostname),
+        ("boot_id", &host.boot_id),
         ("kernel", &host.kernel),
+        ("arch", &host.arch),
         ("os", &host.os),
         ("agent_version", &hello.agent_version),
     ] {
@@ -96,6 +96,25 @@ pub fn hello(hello: &pb::Hello) -> Result<(), ValidationError> {
             field: "label",
             max: MAX_STRING,
         });
+    }
+    if let Some(caps) = &hello.capabilities {
+        if caps.samplers.len() > MAX_FEATURES {
+            return Err(ValidationError::TooManyFeatures(caps.samplers.len()));
+        }
+        for f in caps.ebpf.iter().chain(&caps.samplers) {
+            if f.name.len() > MAX_STRING {
+                return Err(ValidationError::TooLong {
+                    field: "capability name",
+                    max: MAX_STRING,
+                });
+            }
+            if f.reason.len() > MAX_REASON_BYTES {
+                return Err(ValidationError::TooLong {
+                    field: "capability reason",
+                    max: MAX_REASON_BYTES,
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -205,5 +224,54 @@ mod tests {
             hello(&h),
             Err(ValidationError::TooManyLabels(MAX_LABELS + 1))
         );
+    }
+
+    #[test]
+    fn hello_fields_are_bounded() {
+        let ok = || pb::Hello {
+            host: Some(pb::HostIdentity {
+                host_id: "0123abcd".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut h = ok();
+        h.host.as_mut().unwrap().boot_id = "b".repeat(MAX_STRING + 1);
+        assert!(matches!(
+            hello(&h),
+            Err(ValidationError::TooLong {
+                field: "boot_id",
+                ..
+            })
+        ));
+        let mut h = ok();
+        let feature = pb::FeatureStatus {
+            name: "cpu".into(),
+            ..Default::default()
+        };
+        h.capabilities = Some(pb::Capabilities {
+            samplers: vec![feature; MAX_FEATURES + 1],
+            ..Default::default()
+        });
+        assert_eq!(
+            hello(&h),
+            Err(ValidationError::TooManyFeatures(MAX_FEATURES + 1))
+        );
+        let mut h = ok();
+        h.capabilities = Some(pb::Capabilities {
+            ebpf: Some(pb::FeatureStatus {
+                name: "ebpf".into(),
+                reason: "x".repeat(MAX_REASON_BYTES + 1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert!(matches!(
+            hello(&h),
+            Err(ValidationError::TooLong {
+                field: "capability reason",
+                ..
+            })
+        ));
     }
 }
