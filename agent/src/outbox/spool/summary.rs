@@ -18,19 +18,9 @@ impl SeqRuns {
         }
     }
 
-    /// Lowest seq held.
-    pub fn first(&self) -> Option<u64> {
-        self.runs.first().map(|r| r.0)
-    }
-
     /// Highest seq held.
     pub fn last(&self) -> Option<u64> {
         self.runs.last().map(|r| r.1)
-    }
-
-    /// Seqs held.
-    pub fn len(&self) -> u64 {
-        self.runs.iter().map(|(a, b)| b - a + 1).sum()
     }
 
     /// Seqs held above `seq`.
@@ -74,7 +64,7 @@ mod tests {
         for s in [3, 4, 5, 8, 9] {
             r.push(s);
         }
-        assert_eq!((r.first(), r.last(), r.len()), (Some(3), Some(9), 5));
+        assert_eq!(r.last(), Some(9));
         assert_eq!(r.count_above(0), 5);
         assert_eq!(r.count_above(4), 3);
         assert_eq!(r.count_above(6), 2);
