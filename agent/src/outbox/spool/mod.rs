@@ -34,9 +34,11 @@
 //!   id, each exactly once; batches of them the collector already held under
 //!   the old run id are older than the host's newest sample there, which the
 //!   collector's store records as delivered without adding samples.
-//! - A ledger of another host id (the agent was started with a different
-//!   `--host-id`) starts a fresh spool: its segments are deleted rather than
-//!   sent as this host's data.
+//! - Each host id has its own spool, `host-<host id>` in the spool directory:
+//!   an agent started with a different `--host-id` starts a fresh spool (new
+//!   run id) and never sends one host's batches as another's. A ledger naming
+//!   another host (a directory copied or renamed by hand) is discarded with
+//!   its segments, for the same reason.
 //!
 //! # Memory
 //!
@@ -82,7 +84,9 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// Where and how large the spool is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolConfig {
-    /// The spool directory (created if missing).
+    /// The spool directory (created if missing); each host id has its own
+    /// spool in `host-<host id>` below it, so agents of different host ids
+    /// never share one and a changed host id starts a fresh spool.
     pub dir: PathBuf,
     /// Most bytes of segment files; the oldest segment is dropped beyond it.
     pub max_bytes: u64,
@@ -144,6 +148,8 @@ pub struct SpoolStart {
     pub unacked: u64,
     /// True when the run id was kept from the ledger.
     pub resumed: bool,
+    /// This host's spool directory: `host-<host id>` in the spool directory.
+    pub dir: PathBuf,
 }
 
 /// A recent batch kept in memory, encoded.

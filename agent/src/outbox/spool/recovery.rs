@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tracing::{error, info, warn};
@@ -26,12 +26,23 @@ struct ScannedSegment {
     lost: u64,
 }
 
-/// Opens the spool of `config.dir` for `host_id`.
+/// The directory of `host_id`'s spool under the spool directory. The prefix
+/// keeps host ids like ".." inside it.
+fn host_dir(base: &Path, host_id: &str) -> PathBuf {
+    base.join(format!("host-{host_id}"))
+}
+
+/// Opens the spool of `host_id` in `config.dir`.
 pub(super) fn open(
-    config: SpoolConfig,
+    mut config: SpoolConfig,
     host_id: &str,
 ) -> Result<(SpoolState, SpoolStart), SpoolError> {
-    let dir = config.dir.clone();
+    let base = config.dir.clone();
+    if base.exists() && !base.is_dir() {
+        return Err(SpoolError::NotADirectory(base));
+    }
+    let dir = host_dir(&base, host_id);
+    config.dir = dir.clone();
     let unusable = |what, source| SpoolError::Unusable {
         path: dir.clone(),
         what,
@@ -42,7 +53,7 @@ pub(super) fn open(
     }
     std::fs::create_dir_all(&dir).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotADirectory {
-            SpoolError::NotADirectory(dir.clone())
+            SpoolError::NotADirectory(base.clone())
         } else {
             unusable("cannot create it", e)
         }
@@ -193,6 +204,7 @@ pub(super) fn open(
         next_seq,
         unacked,
         resumed,
+        dir: state.config.dir.clone(),
     };
     info!(
         "spool: {} run_id={:016x} ({}), {} unacknowledged batches ({} bytes) to send, next seq {}",

@@ -32,6 +32,11 @@ fn config(dir: &Path) -> SpoolConfig {
     SpoolConfig::new(dir.join("spool"), 64 << 20)
 }
 
+/// The directory of `HOST`'s spool.
+fn host_dir(config: &SpoolConfig) -> std::path::PathBuf {
+    config.dir.join(format!("host-{HOST}"))
+}
+
 fn open(config: &SpoolConfig) -> (SpoolOutbox, SpoolStart) {
     SpoolOutbox::open(config.clone(), HOST).unwrap()
 }
@@ -116,7 +121,7 @@ fn backlog_beyond_memory_is_read_from_disk_in_order() {
     for seq in 1..=60 {
         outbox.push(batch(seq));
     }
-    assert!(segments(&config.dir).len() > 3);
+    assert!(segments(&host_dir(&config)).len() > 3);
     assert_eq!(drain(&outbox, 0), (1..=60).collect::<Vec<_>>());
     // A reconnect rewinds to the acknowledged seq.
     outbox.ack(20);
@@ -133,16 +138,16 @@ fn rotation_and_ack_delete_segments() {
     for seq in 1..=40 {
         outbox.push(batch(seq));
     }
-    let before = segments(&config.dir).len();
+    let before = segments(&host_dir(&config)).len();
     assert!(before >= 4, "{before} segments");
-    for f in segments(&config.dir) {
+    for f in segments(&host_dir(&config)) {
         // A segment over the size holds one record only.
         let len = std::fs::metadata(&f).unwrap().len();
         assert!(len <= 4096 || len == batch(1).encoded_len() as u64 + 8);
     }
     outbox.ack(40);
     outbox.push(batch(41)); // deletion happens on the writer's side
-    let after = segments(&config.dir);
+    let after = segments(&host_dir(&config));
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(outbox.stats().batches, 1);
     assert_eq!(drain(&outbox, 0), vec![41]);
@@ -198,8 +203,8 @@ fn restart_after_a_crash_keeps_the_run_and_resends_unacked() {
         dir: tmp.path().join("crashed"),
         ..config.clone()
     };
-    snapshot(&config.dir, &crashed.dir);
-    std::fs::remove_file(crashed.dir.join("lock")).unwrap();
+    snapshot(&host_dir(&config), &host_dir(&crashed));
+    std::fs::remove_file(host_dir(&crashed).join("lock")).unwrap();
     let (copy, again) = open(&crashed);
     assert_eq!(again.run_id, start.run_id);
     assert_eq!(again.next_seq, 11);
@@ -229,7 +234,7 @@ fn truncated_segment_keeps_what_is_whole_and_appends_after_it() {
         outbox.push(batch(seq));
     }
     drop(outbox);
-    let seg = segments(&config.dir).pop().unwrap();
+    let seg = segments(&host_dir(&config)).pop().unwrap();
     let len = std::fs::metadata(&seg).unwrap().len();
     // Torn in the middle of the last record's payload.
     let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
@@ -265,7 +270,7 @@ fn corrupted_records_are_skipped_and_the_rest_kept() {
         outbox.push(batch(seq));
     }
     drop(outbox);
-    let seg = segments(&config.dir).pop().unwrap();
+    let seg = segments(&host_dir(&config)).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     // Flipped bits in the payload of record 3 (seq 3).
     let at = record_offset(1, 2) + FRAME_HEADER_BYTES + 30;
@@ -309,7 +314,7 @@ fn damaged_ledger_starts_a_new_run_and_keeps_the_batches() {
     }
     outbox.ack(2);
     drop(outbox);
-    let path = ledger_path(&config.dir);
+    let path = ledger_path(&host_dir(&config));
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[14] ^= 0x01; // a bit of the run id
     std::fs::write(&path, &bytes).unwrap();
@@ -344,6 +349,21 @@ fn another_host_id_starts_a_fresh_spool() {
     let (outbox, other) = SpoolOutbox::open(config.clone(), "host-b").unwrap();
     assert_ne!(other.run_id, start.run_id);
     assert_eq!((other.next_seq, other.unacked), (1, 0));
+    assert!(outbox.next_after(0).is_none());
+    assert_ne!(other.dir, host_dir(&config));
+    drop(outbox);
+    // host-a's spool is untouched.
+    let (outbox, again) = open(&config);
+    assert_eq!((again.run_id, again.dir), (start.run_id, host_dir(&config)));
+    assert_eq!(drain(&outbox, 0), vec![1, 2]);
+    drop(outbox);
+
+    // A spool whose ledger names another host (copied by hand) is not sent as this one.
+    let copied = config.dir.join("host-host-c");
+    snapshot(&host_dir(&config), &copied);
+    let (outbox, third) = SpoolOutbox::open(config.clone(), "host-c").unwrap();
+    assert_ne!(third.run_id, start.run_id);
+    assert_eq!((third.next_seq, third.unacked), (1, 0));
     assert!(outbox.next_after(0).is_none());
 }
 
