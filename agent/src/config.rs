@@ -20,10 +20,11 @@ pub(crate) const DEFAULT_OUTBOX_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/nodewatch-agent/spool";
 /// Default cap of the spool's segment files, bytes: 4 GiB.
 ///
-/// Measured: the release agent at the default cadences on a host with ~1,000
-/// processes spools SPOOL_MEASURED bytes per hour (docs/agent.md, "Spool"),
-/// so 24 h need SPOOL_DAY; 4 GiB keeps >= 24 h with room for busier hosts
-/// (more processes, sockets and cgroups make bigger batches).
+/// Measured (`cargo xtask bench outage`, docs/BENCHMARKS.md "outage"): the
+/// release agent at the default cadences, eBPF on, on a host with ~1,080
+/// processes spools 56.6 MB (53.9 MiB) per hour, 1.3 GiB per 24 h; 4 GiB holds
+/// ~76 h at that rate, room for busier hosts (more processes, sockets and
+/// cgroups make bigger batches) to still keep >= 24 h.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Smallest spool cap accepted, bytes.
 const MIN_SPOOL_MAX_BYTES: u64 = 1024 * 1024;
@@ -288,8 +289,10 @@ mod tests {
 
     #[test]
     fn hello_limits_match_the_collector() {
-        let mut config = AgentConfig::default();
-        config.host_id = Some("web-01.example_A".into());
+        let mut config = AgentConfig {
+            host_id: Some("web-01.example_A".into()),
+            ..Default::default()
+        };
         config.check().unwrap();
         for bad in ["", "ab/../cd", "with space", &"x".repeat(65)] {
             config.host_id = Some(bad.to_string());

@@ -30,30 +30,23 @@ impl SpoolState {
             .find_map(|r| pb::Batch::decode(r.payload.as_slice()).ok())
     }
 
-    fn next_on_disk(&mut self, after: u64) -> Option<pb::Batch> {
+    fn next_on_disk(&mut self, mut after: u64) -> Option<pb::Batch> {
         loop {
-            let segment = self
-                .segments
-                .iter()
-                .find(|s| s.seqs.last().is_some_and(|last| last > after))?
-                .id;
+            let (segment, last) = self.segments.iter().find_map(|s| {
+                s.seqs
+                    .last()
+                    .filter(|&last| last > after)
+                    .map(|last| (s.id, last))
+            })?;
             match self.scan_segment(segment, after) {
                 Ok(Some(batch)) => return Some(batch),
                 // Only skipped or refused records above `after` here: go on
-                // with the next segment.
+                // with the next segment, unless memory covers the rest.
                 Ok(None) => {
-                    let Some(last) = self
-                        .segments
-                        .iter()
-                        .find(|s| s.id == segment)
-                        .and_then(|s| s.seqs.last())
-                    else {
-                        return None;
-                    };
                     if last >= self.cache_from {
                         return None;
                     }
-                    return self.next_on_disk(last);
+                    after = last;
                 }
                 Err(e) => {
                     // An unreadable segment would stop the replay for good:
