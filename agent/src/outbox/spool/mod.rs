@@ -20,6 +20,9 @@
 //!   at least a second after the previous sync), on rotation and on shutdown
 //!   ([`Outbox::sync`]): a power loss or kernel crash loses at most the batches
 //!   pushed since the last sync, about one interval's worth at the defaults.
+//! - The ledger is written when the spool is opened, before acknowledged
+//!   segments are deleted, within a second of a new drop, at least every 10 s
+//!   while acknowledgements arrive, and on shutdown.
 //! - The run id and seqs persist in the ledger: after a restart the agent
 //!   sends under the same run id, continues the seqs after the highest spooled
 //!   one and resends every batch not acknowledged; the collector de-duplicates
@@ -80,6 +83,9 @@ pub const MAX_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
 /// Longest time pushed data stays without an fsync while pushes keep coming.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Longest time the ledger's acked seq lags behind while pushes keep coming
+/// (it is also written before segments are deleted and on shutdown).
+pub const LEDGER_EVERY: Duration = Duration::from_secs(10);
 
 /// Where and how large the spool is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use tracing::warn;
 use super::ledger::sync_dir;
 use super::segment::{frame, segment_path};
 use super::summary::SegmentSummary;
-use super::{CachedRecord, SYNC_EVERY, SpoolState};
+use super::{CachedRecord, LEDGER_EVERY, SYNC_EVERY, SpoolState};
 use crate::outbox::OutboxError;
 
 impl SpoolState {
@@ -241,7 +241,15 @@ impl SpoolState {
                 .is_none_or(|last| last <= self.acked);
         let stale =
             self.ledger.acked_seq != self.acked || self.ledger.dropped_batches != self.dropped;
-        if front_done || (stale && self.ledger_written.elapsed() >= SYNC_EVERY) {
+        // A lagging acked seq only costs a few batches resent after a crash
+        // (the collector's Welcome frees them again); a new drop count is
+        // written sooner.
+        let due = if self.ledger.dropped_batches == self.dropped {
+            LEDGER_EVERY
+        } else {
+            SYNC_EVERY
+        };
+        if front_done || (stale && self.ledger_written.elapsed() >= due) {
             if stale && let Err(e) = self.write_ledger() {
                 // Without the ledger on disk, deleting could forget the highest seq.
                 self.log_io_error(e.to_string());
