@@ -7,23 +7,25 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use nodewatch_agent::client::{Backoff, Client};
-use nodewatch_agent::config::{AgentConfig, collector_uri, parse_label};
+use nodewatch_agent::config::{AgentConfig, check_identity, collector_uri, parse_label};
 use nodewatch_agent::ebpf::{EbpfError, SyscallTracer};
 use nodewatch_agent::identity;
 use nodewatch_agent::outbox::Outbox;
 use nodewatch_agent::outbox::memory::MemoryOutbox;
+use nodewatch_agent::outbox::spool::{SpoolConfig, SpoolOutbox};
 use nodewatch_agent::samplers::registry::SamplerRegistry;
 use nodewatch_proto::time::now_nanos;
 use nodewatch_proto::{daemon, pb};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// nodewatch agent: samples CPU, memory, disks, connections, processes and
 /// syscall latency (eBPF) on this host and streams them to a collector.
 ///
 /// Settings come from, in order of precedence: flags, NODEWATCH_* environment
 /// variables, the TOML config file, built-in defaults. While the collector is
-/// unreachable the agent keeps sampling and keeps batches (bounded) until it
+/// unreachable the agent keeps sampling and keeps batches in its disk spool
+/// (bounded by spool_max_bytes; kept across agent restarts) until it
 /// reconnects.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
@@ -43,6 +45,16 @@ struct Args {
     /// Label for this host, key=value (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Spool directory: unacknowledged batches, the run id and seqs survive
+    /// collector outages and agent restarts [default: /var/lib/nodewatch-agent/spool].
+    #[arg(long, env = "NODEWATCH_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Most bytes of spool files; the oldest are dropped beyond it [default: 4 GiB].
+    #[arg(long, env = "NODEWATCH_SPOOL_MAX_BYTES")]
+    spool_max_bytes: Option<u64>,
+    /// Keep unacknowledged batches in memory only (lost when the agent stops).
+    #[arg(long, env = "NODEWATCH_NO_SPOOL", conflicts_with = "spool_dir")]
+    no_spool: bool,
     /// Do not load eBPF programs.
     #[arg(long, env = "NODEWATCH_NO_EBPF")]
     no_ebpf: bool,
@@ -66,6 +78,15 @@ fn load(args: &Args) -> anyhow::Result<AgentConfig> {
         config.host_id = Some(id.clone());
     }
     config.labels.extend(args.labels.iter().cloned());
+    if let Some(dir) = &args.spool_dir {
+        config.spool_dir = dir.clone();
+    }
+    if args.no_spool {
+        config.spool_dir = PathBuf::new();
+    }
+    if let Some(max) = args.spool_max_bytes {
+        config.spool_max_bytes = max;
+    }
     if args.no_ebpf {
         config.ebpf.enabled = false;
     }
@@ -83,6 +104,26 @@ async fn run() -> anyhow::Result<()> {
     daemon::init_logging(&args.log)?;
     let config = load(&args)?;
     let identity = identity::read(config.host_id.as_deref())?;
+    check_identity(&identity)?;
+    // The spool first: an unusable spool directory is a start-up error.
+    let (outbox, run_id, first_seq): (Arc<dyn Outbox>, u64, u64) = match config.spool_dir() {
+        Some(dir) => {
+            let spool = SpoolConfig::new(dir.to_path_buf(), config.spool_max_bytes);
+            let (outbox, start) = SpoolOutbox::open(spool, &identity.host_id)?;
+            (Arc::new(outbox), start.run_id, start.next_seq)
+        }
+        None => {
+            info!(
+                "spool: off; unacknowledged batches are kept in memory ({} bytes at most) and lost when the agent stops",
+                config.outbox_bytes
+            );
+            (
+                Arc::new(MemoryOutbox::new(config.outbox_bytes)),
+                fastrand::u64(1..),
+                1,
+            )
+        }
+    };
     info!(
         version = env!("CARGO_PKG_VERSION"),
         host_id = %identity.host_id,
@@ -128,20 +169,23 @@ async fn run() -> anyhow::Result<()> {
         interval_ms: u32::try_from(config.interval.as_millis()).unwrap_or(u32::MAX),
     }));
 
-    let outbox: Arc<dyn Outbox> = Arc::new(MemoryOutbox::new(config.outbox_bytes));
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    // Dropped when the sampling thread ends, on return or while unwinding a panic.
+    let (sampler_gone_tx, sampler_gone) = tokio::sync::oneshot::channel::<()>();
     let sampling = {
         let outbox = outbox.clone();
         let interval = config.interval;
         let stop = stop_rx.clone();
         std::thread::Builder::new()
             .name("sampler".into())
-            .spawn(move || sample_loop(registry, tracer, &*outbox, interval, &stop))
+            .spawn(move || {
+                let _gone = sampler_gone_tx;
+                sample_loop(registry, tracer, &*outbox, interval, first_seq, &stop)
+            })
             .context("cannot start the sampling thread")?
     };
 
-    let run_id = fastrand::u64(1..);
     let hello = {
         let capabilities = capabilities.clone();
         let labels = config.labels.clone();
@@ -168,30 +212,69 @@ async fn run() -> anyhow::Result<()> {
         hello: Box::new(hello),
         outbox: outbox.clone(),
     };
-    let client_task = tokio::spawn(client.run(stop_rx));
+    let mut client_task = tokio::spawn(client.run(stop_rx));
 
-    daemon::shutdown_signal().await;
+    // Supervision: an agent whose sampling thread or client died must not
+    // stay up sending nothing. It exits non-zero and its supervisor restarts
+    // it; with the spool, nothing pushed is lost.
+    let mut failure = None;
+    tokio::select! {
+        () = daemon::shutdown_signal() => {}
+        _ = sampler_gone => failure = Some("the sampling thread stopped"),
+        _ = &mut client_task => failure = Some("the client task stopped"),
+    }
     let _ = stop_tx.send(true);
-    let _ = client_task.await;
-    let _ = tokio::task::spawn_blocking(move || sampling.join()).await;
+    if !client_task.is_finished() {
+        let _ = client_task.await;
+    }
+    let sampled = tokio::task::spawn_blocking(move || sampling.join())
+        .await
+        .context("cannot join the sampling thread")?;
+    // Everything pushed is on disk (fsynced) before the agent exits.
+    if let Err(e) = outbox.sync() {
+        error!("{}", daemon::error_chain(&e));
+    }
     let stats = outbox.stats();
+    if let Some(what) = failure {
+        let why = match &sampled {
+            Err(panic) => format!("panicked: {}", panic_message(&**panic)),
+            Ok(_) => "ended".to_string(),
+        };
+        error!(
+            unacknowledged = stats.batches,
+            "{what} ({why}); exiting so that the supervisor restarts the agent"
+        );
+        anyhow::bail!("{what} ({why})");
+    }
     info!(
         unacknowledged = stats.batches,
         dropped = stats.dropped,
+        last_seq = sampled.unwrap_or(0),
         "nodewatch-agent stopped"
     );
     Ok(())
 }
 
-/// Samples every `interval` until `stop`, pushing one batch per cycle.
+/// The message of a panic payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// Samples every `interval` until `stop`, pushing one batch per cycle, the
+/// first with seq `first_seq`; returns the last seq pushed.
 fn sample_loop(
     mut registry: SamplerRegistry,
     mut tracer: Option<SyscallTracer>,
     outbox: &dyn Outbox,
     interval: Duration,
+    first_seq: u64,
     stop: &watch::Receiver<bool>,
-) {
-    let mut seq: u64 = 0;
+) -> u64 {
+    let mut seq: u64 = first_seq.saturating_sub(1);
     let mut next = Instant::now();
     let mut dropped_total = 0u64;
     while !*stop.borrow() {
@@ -206,13 +289,22 @@ fn sample_loop(
             batch.syscalls = syscalls;
             batch.ebpf = Some(stats);
         }
-        seq += 1;
+        let stats = outbox.stats();
+        batch.agent = Some(pb::AgentStats {
+            spool_bytes: stats.bytes as u64,
+            spool_batches: stats.batches as u64,
+            dropped_batches: stats.dropped,
+        });
+        // Seqs only grow, also past what the collector says it holds (a spool
+        // that lost its newest records in a power loss): a reused seq would be
+        // taken for a duplicate.
+        seq = (seq + 1).max(stats.acked + 1);
         batch.seq = seq;
         let dropped = outbox.push(batch);
         if dropped > 0 {
             if dropped_total == 0 {
                 warn!(
-                    "outbox full: dropping the oldest unacknowledged batches (raise outbox_bytes or reconnect the collector)"
+                    "outbox full: dropping the oldest unacknowledged batches (raise spool_max_bytes, or outbox_bytes without a spool, or reconnect the collector)"
                 );
             }
             dropped_total += dropped;
@@ -234,4 +326,5 @@ fn sample_loop(
             std::thread::sleep(left.min(Duration::from_millis(100)));
         }
     }
+    seq
 }

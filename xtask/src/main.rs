@@ -61,6 +61,8 @@ enum BenchName {
     Samplers,
     /// Collector ingest CPU, bytes/sample and freshness vs Prometheus remote-write.
     Ingest,
+    /// A collector outage with the agent's disk spool: loss, spool bytes per host-hour, replay speed, agent RSS.
+    Outage,
 }
 
 /// The workspace root (xtask's parent directory).
@@ -127,6 +129,13 @@ fn main() -> anyhow::Result<()> {
             name: BenchName::Ingest,
             args,
         } => bench::ingest::run(&args),
+        Cmd::Bench {
+            name: BenchName::Outage,
+            args,
+        } => {
+            bootstrap::ensure()?;
+            bench::outage::run(&args)
+        }
         Cmd::Bench { name, args } => {
             bootstrap::ensure()?;
             match name {

@@ -3,9 +3,13 @@
 //! Sampling never waits for the network: the sampling loop pushes every batch
 //! into an [`Outbox`]; the client sends from it and frees batches once the
 //! collector acknowledges them as durable. [`memory::MemoryOutbox`] keeps them
-//! in memory, bounded by encoded size.
+//! in memory, bounded by encoded size; [`spool::SpoolOutbox`] keeps them in
+//! segment files on disk, across agent restarts.
 
 pub mod memory;
+pub mod spool;
+
+use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 use nodewatch_proto::pb;
@@ -17,10 +21,34 @@ pub struct OutboxStats {
     pub batches: usize,
     /// Their encoded size.
     pub bytes: usize,
-    /// Batches dropped because the outbox was full.
+    /// Batches dropped: the outbox was full, the collector refused them, or
+    /// (spool) their records were damaged. The spool counts since it was created.
     pub dropped: u64,
-    /// Highest acknowledged seq.
+    /// Highest seq done with (acknowledged, or dropped as the oldest).
     pub acked: u64,
+}
+
+/// Why an outbox could not make its contents durable.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// fdatasync of the active spool segment failed.
+    #[error("cannot sync the spool segment in {path}")]
+    Sync {
+        /// The spool directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the spool ledger failed.
+    #[error("cannot write the spool ledger in {path}")]
+    Ledger {
+        /// The spool directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where batches wait for the collector's acknowledgement, oldest first.
@@ -38,4 +66,9 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
     fn wait_after(&self, after: u64) -> BoxFuture<'_, pb::Batch>;
     /// Current contents.
     fn stats(&self) -> OutboxStats;
+    /// Makes everything pushed so far durable (the spool fsyncs; memory has
+    /// nothing to do). Called on shutdown.
+    fn sync(&self) -> Result<(), OutboxError> {
+        Ok(())
+    }
 }

@@ -2,5 +2,6 @@
 //! side by side in one run and reports ratios (see docs/BENCHMARKS.md).
 
 pub mod ingest;
+pub mod outage;
 pub mod samplers;
 pub mod syscalls;

@@ -157,6 +157,7 @@ pub async fn show(channel: Channel, host: &str, output: OutputFormat) -> Result<
                 })
                 .collect();
             doc["samplers"] = Value::Array(samplers);
+            doc["spool"] = spool_json(latest.agent.as_ref());
             doc["latest"] =
                 serde_json::to_value(&latest).map_err(|e| CliError::Output(e.to_string()))?;
             print_json(&doc)
@@ -165,6 +166,32 @@ pub async fn show(channel: Channel, host: &str, output: OutputFormat) -> Result<
             print!("{}", render_host(&summary, &latest));
             Ok(())
         }
+    }
+}
+
+/// JSON view of the agent's spool figures; null when the collector did not
+/// report them (an older agent, or a collector that does not keep them).
+fn spool_json(agent: Option<&pb::AgentStats>) -> Value {
+    match agent {
+        Some(a) => json!({
+            "bytes": a.spool_bytes,
+            "batches": a.spool_batches,
+            "dropped_batches": a.dropped_batches,
+        }),
+        None => Value::Null,
+    }
+}
+
+/// "1.2 MiB, 340 batches, 0 dropped"; "unknown" without figures.
+fn spool_line(agent: Option<&pb::AgentStats>) -> String {
+    match agent {
+        Some(a) => format!(
+            "{}, {} batches, {} dropped",
+            bytes(a.spool_bytes),
+            a.spool_batches,
+            a.dropped_batches
+        ),
+        None => "unknown (not reported)".to_string(),
     }
 }
 
@@ -182,6 +209,7 @@ fn render_host(s: &pb::HostSummary, latest: &pb::Batch) -> String {
     t.row(["kernel".to_string(), format!("{} ({})", id.kernel, id.arch)]);
     t.row(["os".to_string(), id.os.clone()]);
     t.row(["agent".to_string(), s.agent_version.clone()]);
+    t.row(["spool".to_string(), spool_line(latest.agent.as_ref())]);
     t.row(["ebpf".to_string(), feature_state(caps.ebpf.as_ref())]);
     for sampler in &caps.samplers {
         t.row([
@@ -243,4 +271,31 @@ fn render_host(s: &pb::HostSummary, latest: &pb::Batch) -> String {
         ]);
     }
     t.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_shows_the_agent_spool() {
+        let summary = pb::HostSummary::default();
+        let mut latest = pb::Batch {
+            agent: Some(pb::AgentStats {
+                spool_bytes: 1_258_291,
+                spool_batches: 340,
+                dropped_batches: 0,
+            }),
+            ..Default::default()
+        };
+        let text = render_host(&summary, &latest);
+        assert!(text.contains("spool"), "{text}");
+        assert!(text.contains("1.2 MiB, 340 batches, 0 dropped"), "{text}");
+        let doc = spool_json(latest.agent.as_ref());
+        assert_eq!(doc["batches"], 340);
+        assert_eq!(doc["dropped_batches"], 0);
+        latest.agent = None;
+        assert!(render_host(&summary, &latest).contains("unknown"));
+        assert!(spool_json(None).is_null());
+    }
 }

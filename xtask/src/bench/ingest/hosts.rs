@@ -382,6 +382,7 @@ impl HostSim {
                 interval_ns: 1_000_000_000,
                 ..Default::default()
             }),
+            agent: None,
         }
     }
 }
