@@ -29,17 +29,10 @@ pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Smallest spool cap accepted, bytes.
 const MIN_SPOOL_MAX_BYTES: u64 = 1024 * 1024;
 
-/// Limits of the collector on what a Hello carries (`collector/src/ingest/validate.rs`):
-/// checked at start-up, so a refused Hello is a configuration error with a clear
+/// Limits of the collector on what a Hello carries, shared with it: checked
+/// at start-up, so a refused Hello is a configuration error with a clear
 /// message rather than an agent retrying forever.
-pub mod hello_limits {
-    /// Longest host id, bytes (of `[0-9A-Za-z._-]`).
-    pub const MAX_HOST_ID_BYTES: usize = 64;
-    /// Most labels.
-    pub const MAX_LABELS: usize = 64;
-    /// Longest label key or value, hostname, kernel, OS name and agent version, bytes.
-    pub const MAX_STRING_BYTES: usize = 256;
-}
+pub use nodewatch_proto::hello_limits;
 
 /// The collector URI for an address: as given when it names a scheme
 /// ("https://..."), else plaintext `http://<addr>`.
@@ -54,24 +47,9 @@ pub fn collector_uri(addr: &str) -> String {
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this configuration.
-    #[error("invalid config file {path}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: toml::de::Error,
-    },
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] nodewatch_proto::daemon::ConfigFileError),
     /// A value is out of range.
     #[error("invalid setting {0}: {1}")]
     Invalid(&'static str, String),
@@ -83,12 +61,7 @@ pub enum ConfigError {
 /// Checks a host id against the collector's rule: 1..=64 characters of
 /// `[0-9A-Za-z._-]`.
 pub fn check_host_id(id: &str) -> Result<(), ConfigError> {
-    let ok = !id.is_empty()
-        && id.len() <= hello_limits::MAX_HOST_ID_BYTES
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
+    if hello_limits::valid_host_id(id) {
         Ok(())
     } else {
         Err(ConfigError::Hello(format!(
@@ -184,14 +157,7 @@ impl Default for AgentConfig {
 impl AgentConfig {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        Ok(nodewatch_proto::daemon::load_toml(path)?)
     }
 
     /// The spool directory, `None` when the spool is off (`spool_dir = ""`).

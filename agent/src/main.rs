@@ -189,6 +189,7 @@ async fn run() -> anyhow::Result<()> {
     let hello = {
         let capabilities = capabilities.clone();
         let labels = config.labels.clone();
+        let outbox = outbox.clone();
         move || pb::Hello {
             host: Some(identity.clone()),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -200,7 +201,10 @@ async fn run() -> anyhow::Result<()> {
                     .clone(),
             ),
             run_id,
-            ..Default::default()
+            // Everything up to the outbox's `acked` is done with (acknowledged,
+            // or dropped as the oldest when the spool was full): the collector
+            // need not wait for those seqs.
+            first_seq: outbox.stats().acked + 1,
         }
     };
     let client = Client {

@@ -361,3 +361,30 @@ async fn out_of_order_batches_and_declared_gaps() {
         .collect();
     assert_eq!(acks, vec![(4, 8), (5, 5), (6, 6), (8, 7)]);
 }
+
+/// A batch refused for good (the agent drops it) does not hold back the
+/// settled seq: the next stream's Welcome and Acks move past it.
+#[tokio::test]
+async fn a_refused_batch_does_not_stall_the_settled_seq() {
+    let (_collector, channel, _dir) = start().await;
+    let mut nan = batch(2, 1);
+    if let Some(AgentKind::Batch(b)) = &mut nan.kind {
+        b.memory = Some(pb::MemoryStats {
+            total_bytes: 1,
+            ..Default::default()
+        });
+        b.cpu.as_mut().unwrap().load1 = f64::NAN;
+    }
+    let (replies, status) = exchange(
+        channel.clone(),
+        vec![hello("host-r", 9), batch(1, 1), nan],
+        3,
+    )
+    .await;
+    assert_eq!(replies.len(), 2);
+    assert_eq!(status.unwrap().code(), tonic::Code::InvalidArgument);
+    let (replies, status) = exchange(channel, vec![hello("host-r", 9), batch(3, 1)], 2).await;
+    assert!(status.is_none(), "{status:?}");
+    assert!(matches!(&replies[0], CollectorKind::Welcome(w) if w.durable_seq == 2));
+    assert!(matches!(&replies[1], CollectorKind::Ack(a) if a.seq == 3 && a.batch_seq == 3));
+}

@@ -28,7 +28,9 @@ fn latency_of_a_getppid_loop_reaches_the_cli() {
             "200ms",
             "--host-id",
             "latency-e2e",
+            "--spool-dir",
         ])
+        .arg(dir.path().join("spool"))
         .env_remove("NODEWATCH_NO_EBPF")
         .stdout(Stdio::null())
         .stderr(log)

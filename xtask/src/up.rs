@@ -139,6 +139,8 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             format!("http://{}", args.listen),
             "--interval".into(),
             args.interval.clone(),
+            "--spool-dir".into(),
+            state.join("spool").display().to_string(),
         ],
         &agent_log,
     ) {

@@ -20,6 +20,7 @@ pub struct LatestParts {
     procs: Option<Arc<pb::Batch>>,
     syscalls: Option<Arc<pb::Batch>>,
     ebpf: Option<Arc<pb::Batch>>,
+    agent: Option<Arc<pb::Batch>>,
 }
 
 impl LatestParts {
@@ -39,6 +40,7 @@ impl LatestParts {
         set(&mut self.procs, !b.processes.is_empty());
         set(&mut self.syscalls, !b.syscalls.is_empty());
         set(&mut self.ebpf, b.ebpf.is_some());
+        set(&mut self.agent, b.agent.is_some());
     }
 
     /// Sample time of the newest batch, 0 before any.
@@ -89,6 +91,9 @@ impl LatestParts {
         if let Some(b) = &self.ebpf {
             out.ebpf = b.ebpf.clone();
         }
+        if let Some(b) = &self.agent {
+            out.agent = b.agent;
+        }
         Some(out)
     }
 }
@@ -109,6 +114,10 @@ mod tests {
                 ..Default::default()
             }],
             processes_complete: true,
+            agent: Some(pb::AgentStats {
+                dropped_batches: 3,
+                ..Default::default()
+            }),
             ..Default::default()
         }));
         latest.update(&Arc::new(pb::Batch {
@@ -124,6 +133,7 @@ mod tests {
         assert_eq!((m.seq, m.time_unix_nano), (2, 20));
         assert_eq!(m.processes[0].pid, 7);
         assert!(m.processes_complete);
+        assert_eq!(m.agent.unwrap().dropped_batches, 3);
         assert_eq!(latest.memory().unwrap().total_bytes, 100);
         assert!(latest.cpu().is_none());
         assert_eq!(latest.time_unix_nano(), 20);

@@ -104,12 +104,17 @@ impl IngestPipeline {
         };
         if let Err(source) = validate::batch(&batch, &self.limits, SystemTime::now()) {
             rejected();
+            // Refused for good: the agent drops it, so it counts as settled.
+            self.store.settle_seq(host_id, run_id, seq);
             return Err(IngestError::Invalid { seq, source });
         }
         let outcome = match self.store.append(host_id, run_id, &batch).await {
             Ok(outcome) => outcome,
             Err(source) => {
                 rejected();
+                if source.is_final() {
+                    self.store.settle_seq(host_id, run_id, seq);
+                }
                 return Err(IngestError::Store { seq, source });
             }
         };

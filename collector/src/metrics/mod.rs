@@ -256,6 +256,16 @@ pub fn map_batch(batch: &pb::Batch, sink: &mut impl SampleSink) {
             sink.histogram(kb.key("syscall_latency_ns", &[]), h);
         }
     }
+    if let Some(a) = &batch.agent {
+        kb.labels(&[]);
+        for (name, v) in [
+            ("agent_spool_bytes", a.spool_bytes),
+            ("agent_spool_batches", a.spool_batches),
+            ("agent_dropped_batches_total", a.dropped_batches),
+        ] {
+            sink.scalar(kb.key(name, &[]), f(v));
+        }
+    }
     if let Some(e) = &batch.ebpf {
         kb.labels(&[]);
         for (name, v) in [

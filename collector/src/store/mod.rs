@@ -102,6 +102,20 @@ pub enum StoreError {
     Unavailable,
 }
 
+impl StoreError {
+    /// Whether the batch is refused for good (its content or a limit), as
+    /// opposed to trouble worth retrying (I/O, a busy head).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NonFinite { .. }
+                | StoreError::BadTimestamp { .. }
+                | StoreError::BadHostId(_)
+                | StoreError::TooManyHosts { .. }
+        )
+    }
+}
+
 pub(crate) fn db<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Db {
         op,
@@ -385,6 +399,26 @@ impl Store {
             .get(host_id)
             .and_then(|h| h.runs.get(&run_id))
             .is_some_and(|r| r.durable.contains(seq))
+    }
+
+    /// Counts batch `seq` of (host, run) as settled without storing it: it was
+    /// refused for good (invalid content), and the agent drops it. Keeps the
+    /// settled prefix (Welcome/Ack seq) moving past it.
+    pub fn settle_seq(&self, host_id: &str, run_id: u64, seq: u64) {
+        let mut head = self.lock();
+        head.clock += 1;
+        let used = head.clock;
+        if let Some(h) = head.hosts.get_mut(host_id) {
+            let r = h.runs.entry(run_id).or_insert_with(|| head::RunState {
+                accepted: head::SeqSet::default(),
+                durable: head::SeqSet::default(),
+                used,
+            });
+            if r.accepted.has_room_for(seq) && r.durable.has_room_for(seq) {
+                r.accepted.insert(seq);
+                r.durable.insert(seq);
+            }
+        }
     }
 
     /// Records that the agent will never send seqs of (host, run) below

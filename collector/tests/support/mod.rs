@@ -123,9 +123,14 @@ pub fn collector(addr: SocketAddr, dir: &std::path::Path, extra: &[&str]) -> Pro
 /// Starts an agent sending to `addr`.
 pub fn agent(addr: SocketAddr, dir: &std::path::Path, extra: &[&str]) -> Proc {
     let url = format!("http://{addr}");
+    // The spool goes under the test's directory, never the system's.
+    let spool = dir.join("spool").display().to_string();
     let mut args = vec!["--collector", url.as_str(), "--no-ebpf"];
     if !extra.contains(&"--interval") {
         args.extend_from_slice(&["--interval", "200ms"]);
+    }
+    if !extra.contains(&"--spool-dir") && !extra.contains(&"--no-spool") {
+        args.extend_from_slice(&["--spool-dir", &spool]);
     }
     args.extend_from_slice(extra);
     spawn("nodewatch-agent", &args, dir)
