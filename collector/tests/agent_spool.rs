@@ -231,7 +231,9 @@ fn tiny_spool_drops_the_oldest_counts_them_and_stays_bounded() {
     match agent_stats {
         Some(s) => {
             assert!(s.dropped_batches > 0, "{s:?}");
-            assert_eq!(doc["spool"]["dropped_batches"], s.dropped_batches);
+            // The count only grows (the agent may drop more while it drains).
+            let shown = doc["spool"]["dropped_batches"].as_u64().unwrap_or(0);
+            assert!(shown >= s.dropped_batches, "{doc} vs {s:?}");
             let table = cli(addr, &["host", HOST]);
             let text = String::from_utf8_lossy(&table.stdout);
             assert!(text.contains(" dropped"), "{text}");

@@ -127,22 +127,24 @@ async fn bad_input_gets_clear_statuses_and_the_collector_keeps_serving() {
     let e = s.send(b).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
 
-    // Far future and far past.
-    for t in [now + 24 * 3600 * SEC, now - 400 * 24 * 3600 * SEC] {
+    // Far future and far past. (Each refused seq is settled: the agent drops
+    // it and never sends that seq again, so the next cases use new seqs.)
+    for (seq, t) in [(2, now + 24 * 3600 * SEC), (3, now - 400 * 24 * 3600 * SEC)] {
         let mut s = open_stream(addr, hello(HOST, 1)).await;
-        let e = s.send(batch(1, t, 1)).await.unwrap_err();
+        let e = s.send(batch(seq, t, 1)).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
     }
 
     // Label flood: 1000 processes x ~10 series is over the 500-series limit.
     // What fits is stored (host-wide figures first), the rest refused and counted.
     let mut s = open_stream(addr, hello(HOST, 1)).await;
-    assert_eq!(s.send(batch(1, now - SEC, 1000)).await.unwrap(), 1);
-    assert_eq!(load1(addr, HOST).await, vec![(now - SEC, 1.0)]);
+    assert_eq!(s.durable_seq, 3);
+    assert_eq!(s.send(batch(4, now - SEC, 1000)).await.unwrap(), 4);
+    assert_eq!(load1(addr, HOST).await, vec![(now - SEC, 4.0)]);
 
     // Oversized message (limit 1 MiB).
     let mut s = open_stream(addr, hello(HOST, 1)).await;
-    let mut big = batch(1, now, 1);
+    let mut big = batch(5, now, 1);
     big.processes[0].cmdline = "x".repeat(2 << 20);
     let e = s.send(big).await.unwrap_err();
     assert!(
@@ -155,8 +157,8 @@ async fn bad_input_gets_clear_statuses_and_the_collector_keeps_serving() {
 
     // Still serving: a good batch is stored and queryable.
     let mut s = open_stream(addr, hello(HOST, 1)).await;
-    assert_eq!(s.send(batch(2, now, 2)).await.unwrap(), 2);
-    assert_eq!(load1(addr, HOST).await, vec![(now - SEC, 1.0), (now, 2.0)]);
+    assert_eq!(s.send(batch(6, now, 2)).await.unwrap(), 4);
+    assert_eq!(load1(addr, HOST).await, vec![(now - SEC, 4.0), (now, 6.0)]);
     let stats = query(addr)
         .await
         .get_store_stats(pb::GetStoreStatsRequest {})
@@ -180,7 +182,7 @@ async fn bad_input_gets_clear_statuses_and_the_collector_keeps_serving() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["series"][0]["points"][0][1], 1.0, "{v}");
+    assert_eq!(v["series"][0]["points"][0][1], 4.0, "{v}");
     let out = cli(addr, &["series", HOST, "load1", "--since", "10m"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -103,11 +103,27 @@ pub(super) async fn session(
     }
     *failures = 0;
 
-    let mut last_sent = welcome.durable_seq.max(stats.acked);
+    // Live data first: batches pushed from now on go out as they come; the
+    // backlog (everything up to `backlog_end` the collector does not hold)
+    // follows behind them whenever the stream has room. The collector takes a
+    // run's batches in any order and stores each once.
+    let mut backlog = Backlog::new(welcome.durable_seq.max(stats.acked), stats.newest);
+    let mut live_sent = stats.newest;
+    // Highest seq the collector can have from us: an Ack beyond it is not
+    // from our collector (or a broken one), and trusting it would free
+    // batches never delivered.
+    let mut max_sent = welcome.durable_seq.max(stats.acked).max(stats.newest);
     loop {
         tokio::select! {
+            biased;
             message = inbound.message() => match message {
                 Ok(Some(pb::CollectorMessage { kind: Some(CollectorKind::Ack(ack)) })) => {
+                    if ack.seq > max_sent || ack.batch_seq > max_sent {
+                        return Err(SessionError::Protocol(format!(
+                            "acknowledgement of seq {} (batch {}) never sent (highest sent {max_sent})",
+                            ack.seq, ack.batch_seq
+                        )));
+                    }
                     outbox.ack(ack.seq);
                 }
                 Ok(Some(other)) => {
@@ -116,8 +132,8 @@ pub(super) async fn session(
                 Ok(None) => return Err(SessionError::Closed),
                 Err(status) => {
                     // The collector names a batch it refuses for good
-                    // (invalid content, series limit): drop it, or it would
-                    // be resent forever and block everything after it.
+                    // (invalid content): drop it, or it would be resent
+                    // forever and block everything after it.
                     if let Some(seq) = status
                             .metadata()
                             .get(nodewatch_proto::REJECTED_SEQ_METADATA)
@@ -130,13 +146,95 @@ pub(super) async fn session(
                     return Err(status.into());
                 }
             },
-            batch = outbox.wait_after(last_sent) => {
+            batch = outbox.wait_after(live_sent) => {
                 let seq = batch.seq;
                 if tx.send(pb::AgentMessage { kind: Some(AgentKind::Batch(batch)) }).await.is_err() {
                     return Err(SessionError::Closed);
                 }
-                last_sent = seq;
+                live_sent = seq;
+                max_sent = max_sent.max(seq);
             }
+            permit = tx.reserve(), if backlog.pending() => {
+                let Ok(permit) = permit else {
+                    return Err(SessionError::Closed);
+                };
+                match outbox.next_after(backlog.sent).filter(|b| b.seq <= backlog.end) {
+                    Some(batch) => {
+                        max_sent = max_sent.max(batch.seq);
+                        backlog.sent_one(batch.seq);
+                        permit.send(pb::AgentMessage { kind: Some(AgentKind::Batch(batch)) });
+                    }
+                    None => backlog.finish(),
+                }
+            }
+        }
+    }
+}
+
+/// Progress of replaying what the agent kept while the collector was away.
+struct Backlog {
+    /// Highest seq of the backlog (pushed before this session).
+    end: u64,
+    /// Highest backlog seq sent.
+    sent: u64,
+    started: std::time::Instant,
+    first: u64,
+    last_report: std::time::Instant,
+    done: bool,
+}
+
+/// How often a long replay reports its progress.
+const BACKLOG_REPORT: Duration = Duration::from_secs(10);
+
+impl Backlog {
+    fn new(settled: u64, end: u64) -> Self {
+        let now = std::time::Instant::now();
+        let done = settled >= end;
+        if !done {
+            info!(
+                batches = end - settled,
+                "replaying the backlog behind live data"
+            );
+        }
+        Self {
+            end,
+            sent: settled,
+            started: now,
+            first: settled,
+            last_report: now,
+            done,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        !self.done
+    }
+
+    fn sent_one(&mut self, seq: u64) {
+        self.sent = seq;
+        if self.last_report.elapsed() >= BACKLOG_REPORT {
+            self.last_report = std::time::Instant::now();
+            let rate = (seq - self.first) as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+            info!(
+                left = self.end.saturating_sub(seq),
+                batches_per_second = rate.round() as u64,
+                "replaying the backlog"
+            );
+        }
+        if seq >= self.end {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.done {
+            self.done = true;
+            let secs = self.started.elapsed().as_secs_f64();
+            info!(
+                batches = self.sent.saturating_sub(self.first),
+                seconds = format!("{secs:.2}"),
+                "backlog replayed"
+            );
         }
     }
 }

@@ -110,6 +110,7 @@ impl Outbox for MemoryOutbox {
             bytes: q.bytes,
             dropped: q.dropped,
             acked: q.acked,
+            newest: q.batches.back().map_or(q.acked, |(b, _)| b.seq),
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct OutboxStats {
     pub dropped: u64,
     /// Highest seq done with (acknowledged, or dropped as the oldest).
     pub acked: u64,
+    /// Highest seq pushed (0 before any).
+    pub newest: u64,
 }
 
 /// Why an outbox could not make its contents durable.

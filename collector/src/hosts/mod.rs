@@ -172,6 +172,12 @@ impl HostRegistry {
         };
         host.last_seen = now;
         host.batches_received += 1;
+        // A batch older than the newest (a backlog replayed behind live data)
+        // is history: stored, but neither the latest figures nor the recent
+        // window, which stays in time order.
+        if batch.time_unix_nano < host.latest.time_unix_nano() {
+            return;
+        }
         let batch = Arc::new(batch);
         host.latest.update(&batch);
         host.recent.push_back(batch);
@@ -295,6 +301,24 @@ mod tests {
         assert!((summary.memory_used_ratio - 0.75).abs() < 1e-9);
         assert!(summary.connected);
         assert_eq!(summary.batches_received, 2);
+    }
+
+    #[test]
+    fn older_batches_are_history_not_latest() {
+        let reg = HostRegistry::new(StateLimits::default());
+        reg.connect(&hello("aa11", "web-1")).unwrap();
+        reg.apply("aa11", batch(9, 90, Some(9)), SystemTime::now());
+        // A backlog batch replayed behind live data.
+        reg.apply("aa11", batch(3, 30, Some(3)), SystemTime::now());
+        let (summary, latest) = reg.snapshot("aa11").unwrap();
+        assert_eq!((latest.seq, latest.processes[0].rss_bytes), (9, 9));
+        assert_eq!(summary.batches_received, 2);
+        let recent: Vec<u64> = reg
+            .recent_batches("aa11", 0)
+            .iter()
+            .map(|b| b.seq)
+            .collect();
+        assert_eq!(recent, vec![9]);
     }
 
     #[test]

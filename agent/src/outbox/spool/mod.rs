@@ -313,6 +313,7 @@ impl SpoolState {
             bytes: self.segments.iter().map(|s| s.bytes).sum::<u64>() as usize,
             dropped: self.dropped,
             acked: self.acked,
+            newest: self.last_pushed,
         }
     }
 
