@@ -8,8 +8,10 @@
 //!   batch): zero loss;
 //! - spool growth per host-hour, measured over the outage (no collector);
 //! - replay speed: backlog seconds / drain seconds, where the drain runs from
-//!   the first batch stored after the restart to the first stored batch that
-//!   was sampled after the restart (the spool replays in seq order);
+//!   the first batch stored after the restart until the agent reports the
+//!   backlog replayed (it sends live batches first and the backlog behind);
+//! - freshness of live data while the backlog drains: for every new live
+//!   batch, the time from its sample time until the collector serves it;
 //! - the agent's RSS before and its ceiling during the outage.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -254,6 +256,13 @@ async fn stored_batches(addr: SocketAddr, start: i64, end: i64) -> anyhow::Resul
         .unwrap_or_default())
 }
 
+/// How many times the agent's log says it finished replaying a backlog.
+fn count_replayed(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|t| t.matches("backlog replayed").count())
+        .unwrap_or(0)
+}
+
 /// What one run measured.
 #[derive(Debug)]
 struct Outcome {
@@ -266,6 +275,7 @@ struct Outcome {
     spool_end: u64,
     reconnect_secs: f64,
     drain_secs: f64,
+    freshness_ms: Vec<f64>,
     rss_before_kib: u64,
     rss_max_kib: u64,
 }
@@ -360,7 +370,11 @@ fn measure(
     let back = Instant::now();
     let back_ns = now_nanos();
     let _collector = start_collector(bin, addr, tmp, 2)?;
+    let agent_log = tmp.join("agent.log");
+    let replays_before = count_replayed(&agent_log);
     let mut reconnected = None;
+    let mut seen_time = 0i64;
+    let mut freshness_ms = Vec::new();
     let drained = loop {
         if back.elapsed() > Duration::from_secs(600) {
             bail!("the backlog did not drain within 10 minutes");
@@ -369,9 +383,14 @@ fn measure(
             if reconnected.is_none() && seq > seq_before {
                 reconnected = Some(back.elapsed());
             }
-            if time >= back_ns {
-                break back.elapsed();
+            // A new live batch: how long after its sampling it is served.
+            if time >= back_ns && time > seen_time {
+                seen_time = time;
+                freshness_ms.push((now_nanos() - time) as f64 / 1e6);
             }
+        }
+        if count_replayed(&agent_log) > replays_before {
+            break back.elapsed();
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -401,6 +420,7 @@ fn measure(
         spool_end,
         reconnect_secs: reconnect.as_secs_f64(),
         drain_secs: (drained - reconnect).as_secs_f64(),
+        freshness_ms,
         rss_before_kib,
         rss_max_kib,
     })
@@ -444,6 +464,21 @@ fn print_table(o: &Options, r: &Outcome) {
         r.drain_secs,
         backlog,
         backlog / drain
+    );
+    let mut fresh = r.freshness_ms.clone();
+    fresh.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        fresh
+            .get(((fresh.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "| freshness of live batches while the backlog drains, p50 / p99 / max ({} batches) | {:.0} / {:.0} / {:.0} ms |",
+        fresh.len(),
+        pct(0.5),
+        pct(0.99),
+        fresh.last().copied().unwrap_or(0.0)
     );
     println!(
         "| agent RSS before / ceiling during the outage | {:.1} / {:.1} MiB |",
