@@ -7,3 +7,4 @@ pub mod identity;
 pub mod outbox;
 pub mod samplers;
 mod sys;
+pub mod wire;

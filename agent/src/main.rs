@@ -14,6 +14,7 @@ use nodewatch_agent::outbox::Outbox;
 use nodewatch_agent::outbox::memory::MemoryOutbox;
 use nodewatch_agent::outbox::spool::{SpoolConfig, SpoolOutbox};
 use nodewatch_agent::samplers::registry::SamplerRegistry;
+use nodewatch_agent::wire::split_for_wire;
 use nodewatch_proto::time::now_nanos;
 use nodewatch_proto::{daemon, pb};
 use tokio::sync::watch;
@@ -299,19 +300,23 @@ fn sample_loop(
             spool_batches: stats.batches as u64,
             dropped_batches: stats.dropped,
         });
-        // Seqs only grow, also past what the collector says it holds (a spool
-        // that lost its newest records in a power loss): a reused seq would be
-        // taken for a duplicate.
-        seq = (seq + 1).max(stats.acked + 1);
-        batch.seq = seq;
-        let dropped = outbox.push(batch);
-        if dropped > 0 {
-            if dropped_total == 0 {
-                warn!(
-                    "outbox full: dropping the oldest unacknowledged batches (raise spool_max_bytes, or outbox_bytes without a spool, or reconnect the collector)"
-                );
+        // Never more than the collector accepts in one message: a host with
+        // a huge process table sends its processes in extra batches.
+        for mut part in split_for_wire(batch, nodewatch_proto::MAX_MESSAGE_BYTES) {
+            // Seqs only grow, also past what the collector says it holds (a
+            // spool that lost its newest records in a power loss): a reused
+            // seq would be taken for a duplicate.
+            seq = (seq + 1).max(stats.acked + 1);
+            part.seq = seq;
+            let dropped = outbox.push(part);
+            if dropped > 0 {
+                if dropped_total == 0 {
+                    warn!(
+                        "outbox full: dropping the oldest unacknowledged batches (raise spool_max_bytes, or outbox_bytes without a spool, or reconnect the collector)"
+                    );
+                }
+                dropped_total += dropped;
             }
-            dropped_total += dropped;
         }
         next += interval;
         let now = Instant::now();
