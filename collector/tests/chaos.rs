@@ -1,7 +1,9 @@
 //! Chaos on loopback: simulated agents (writing the real protocol, keeping
-//! every batch until it is acknowledged, as the agent does) stream while the
-//! real collector is killed with SIGKILL, kept down and restarted, several
-//! times. Afterwards every batch produced is stored exactly once.
+//! every batch until it is acknowledged, as the agent does) and one real agent
+//! (with its disk spool) stream while the real collector is killed with
+//! SIGKILL, kept down and restarted, several times; the real agent is killed
+//! with SIGKILL and restarted too. Afterwards every batch produced is stored
+//! exactly once.
 
 mod support;
 
@@ -76,18 +78,31 @@ async fn collector_killed_repeatedly_loses_and_duplicates_nothing() {
     let cfg_s = cfg.display().to_string();
     let mut collector = Some(support::collector(addr, dir.path(), &["--config", &cfg_s]));
 
+    let real_host = "chaos-real";
+    let real_args = ["--host-id", real_host];
+    let mut real = Some(support::agent(addr, dir.path(), &real_args));
     let producing = Arc::new(AtomicBool::new(true));
     let agents: Vec<_> = (0..AGENTS)
         .map(|i| tokio::spawn(run_agent(addr, format!("chaos-{i}"), producing.clone())))
         .collect();
 
-    // Three kill -9 / down / restart cycles, with different down times.
-    for down_ms in [300u64, 1200, 600] {
+    // Three kill -9 / down / restart cycles, with different down times; the
+    // real agent is killed during the second outage and started again.
+    for (i, down_ms) in [300u64, 1200, 600].into_iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         if let Some(mut c) = collector.take() {
             c.kill9();
         }
-        tokio::time::sleep(Duration::from_millis(down_ms)).await;
+        if i == 1
+            && let Some(mut a) = real.take()
+        {
+            tokio::time::sleep(Duration::from_millis(down_ms / 2)).await;
+            a.kill9();
+            real = Some(support::agent(addr, dir.path(), &real_args));
+            tokio::time::sleep(Duration::from_millis(down_ms / 2)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(down_ms)).await;
+        }
         collector = Some(support::collector(addr, dir.path(), &["--config", &cfg_s]));
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -112,5 +127,44 @@ async fn collector_killed_repeatedly_loses_and_duplicates_nothing() {
         );
     }
     assert!(produced.iter().all(|&n| n > 50), "{produced:?}");
+
+    // The real agent: every seq up to its newest stored batch is there once
+    // (one memory sample per batch; one run across the kill, seqs from 1).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seq = query(addr)
+            .await
+            .get_host(nodewatch_proto::pb::GetHostRequest {
+                host: real_host.into(),
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().latest)
+            .map_or(0, |b| b.seq);
+        let stored = query(addr)
+            .await
+            .query_series(nodewatch_proto::pb::QuerySeriesRequest {
+                host: real_host.into(),
+                metric: "memory_available_bytes".into(),
+                start_unix_nano: now_nanos() - 600 * 1_000_000_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .series
+            .first()
+            .map_or(0, |s| s.points.len() as u64);
+        if seq > 20 && stored == seq {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "real agent: newest seq {seq}, {stored} batches stored:\n{}",
+            real.as_ref().map(|a| a.log_text()).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(real);
     drop(collector);
 }
