@@ -34,7 +34,7 @@ use crate::query::series::query_series;
 use crate::store::Store;
 use lifecycle::{AlertBook, Change, HostRef, Outcome, TrackedAlert};
 use notify::Notifier;
-use rule::{History, HostView, Rule};
+use rule::{History, HostView, LabeledSeries, Rule};
 use store::{AlertStore, AlertStoreError};
 
 /// Transitions buffered for slow watchers before they miss some.
@@ -51,7 +51,7 @@ impl History for StoreHistory<'_> {
         end: i64,
         window: Duration,
         points: u32,
-    ) -> Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> {
+    ) -> Vec<LabeledSeries> {
         let window_ns = nodewatch_proto::time::duration_nanos(window);
         let step = (window_ns / i64::from(points.max(1))).max(1);
         let req = pb::QuerySeriesRequest {

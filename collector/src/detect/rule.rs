@@ -56,6 +56,9 @@ impl Severity {
     }
 }
 
+/// One series of a host: its labels and its (Unix ns, value) points, oldest first.
+pub type LabeledSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
+
 /// History older than the registry's in-memory window, read from the store.
 pub trait History {
     /// Every series of `metric` of `host_id` over `[end - window, end]`, as
@@ -67,7 +70,7 @@ pub trait History {
         end_unix_nano: i64,
         window: Duration,
         points: u32,
-    ) -> Vec<(Vec<(String, String)>, Vec<(i64, f64)>)>;
+    ) -> Vec<LabeledSeries>;
 }
 
 /// What a rule sees of one host at one tick.

@@ -5,8 +5,8 @@
 //! restarted process starts a new one and a short-lived process never covers
 //! enough of the window. The Theil–Sen slope must be positive with its whole
 //! 95 % band, the last `tail` of the window must still be rising, and the RSS
-//! must have grown net over the window (a GC-like sawtooth has not). Growth
-//! >= max(50 MiB, 5 % of the limit) per hour and >= 10 % of the RSS per hour.
+//! must have grown net over the window (a GC-like sawtooth has not). The
+//! growth per hour must reach max(50 MiB, 5 % of the limit) and 10 % of the RSS.
 //! Time to OOM: against the cgroup's memory.max when it has one, else the
 //! host's MemAvailable.
 
@@ -185,10 +185,9 @@ mod tests {
 
     const MIB: f64 = 1024.0 * 1024.0;
 
-    fn host(
-        series: Vec<((u32, u64), Vec<(i64, f64)>)>,
-        alive: &[(u32, u64, f64)],
-    ) -> (pb::Batch, FakeHistory) {
+    type ProcSeries = ((u32, u64), Vec<(i64, f64)>);
+
+    fn host(series: Vec<ProcSeries>, alive: &[(u32, u64, f64)]) -> (pb::Batch, FakeHistory) {
         let mut h = FakeHistory::default();
         h.series.insert(
             "process_rss_bytes".into(),

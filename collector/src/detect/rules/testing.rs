@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nodewatch_proto::pb;
 
-use crate::detect::rule::{Evaluation, History, HostView, Rule};
+use crate::detect::rule::{Evaluation, History, HostView, LabeledSeries, Rule};
 
 /// A history answering from fixed series.
 #[derive(Default)]
 pub struct FakeHistory {
     /// metric -> series (labels, points).
-    pub series: HashMap<String, Vec<(Vec<(String, String)>, Vec<(i64, f64)>)>>,
+    pub series: HashMap<String, Vec<LabeledSeries>>,
 }
 
 impl History for FakeHistory {
@@ -23,7 +23,7 @@ impl History for FakeHistory {
         end: i64,
         window: Duration,
         _points: u32,
-    ) -> Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> {
+    ) -> Vec<LabeledSeries> {
         let start = end - window.as_nanos() as i64;
         self.series
             .get(metric)
