@@ -602,6 +602,33 @@ mod tests {
     }
 
     #[test]
+    fn rules_and_receivers_are_strict_and_shrinkable() {
+        let err = CollectorConfig::from_toml("[rules.memory_leek]\nenabled = false").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = CollectorConfig::from_toml("[rules.fd_exhaustion]\nhihg = 0.5").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let config = CollectorConfig::from_toml(
+            "[detect]\ninterval = \"200ms\"\n\
+             [rules.memory_leak]\nwindow = \"10s\"\nfor = \"1s\"\nhosts = { env = \"prod\" }\n\
+             [[notify.webhook]]\nurl = \"http://127.0.0.1:1/x\"\nretry_max = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.detect.interval, Duration::from_millis(200));
+        let leak = config.rules.memory_leak.common();
+        assert_eq!(leak.for_, Duration::from_secs(1));
+        assert_eq!(leak.hosts.get("env").map(String::as_str), Some("prod"));
+        assert_eq!(config.rules.memory_leak.window, Duration::from_secs(10));
+        assert_eq!(
+            config.notify.webhook[0].delivery().retry_max,
+            Duration::from_secs(1)
+        );
+        let err =
+            CollectorConfig::from_toml("[[notify.webhook]]\nurl = \"x\"\nresend_interval = \"1s\"")
+                .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
     fn non_loopback_needs_insecure_listen() {
         let mut config = CollectorConfig::from_toml("listen = \"0.0.0.0:7077\"").unwrap();
         assert!(matches!(

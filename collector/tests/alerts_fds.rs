@@ -97,6 +97,33 @@ fn fd_hoarder_goes_high_then_critical_then_resolves() {
         "[samplers]\nprocess_interval = \"500ms\"\nsocket_interval = \"5s\"\ndisk_interval = \"5s\"\n",
     );
     let ag = agent(addr, dir.path(), &["--config", &agent_config]);
+    // A watcher of every transition, from the start.
+    let mut watcher = Command::new(bin("nodewatch"))
+        .args([
+            "--collector",
+            &addr.to_string(),
+            "alerts",
+            "--watch",
+            "-o",
+            "json",
+            "--rule",
+            "fd_exhaustion",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let watched = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    {
+        let (out, watched) = (watcher.stdout.take().unwrap(), watched.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    watched.lock().unwrap().push(v);
+                }
+            }
+        });
+    }
     let mut h = Hoarder::start(100);
     let pid = u64::from(h.child.id());
     wait_for(Duration::from_secs(20), || {
@@ -179,4 +206,32 @@ fn fd_hoarder_goes_high_then_critical_then_resolves() {
     let out = cli(addr, &["alerts", "show", id, "-o", "json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["timeline"].as_array().unwrap().len(), 4, "{doc}");
+
+    // The watcher saw every transition of this alert, in order.
+    let steps = || -> Vec<(String, String, String)> {
+        watched
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["id"] == high["id"] && v["initial"] == false)
+            .map(|v| {
+                let t = &v["transition"];
+                let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
+                (s(&t["from"]), s(&t["to"]), s(&t["severity"]))
+            })
+            .collect()
+    };
+    let want: Vec<(String, String, String)> = [
+        ("new", "pending", "high"),
+        ("pending", "firing", "high"),
+        ("firing", "firing", "critical"),
+        ("firing", "resolved", "critical"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    wait_for(Duration::from_secs(5), || (steps() == want).then_some(()))
+        .unwrap_or_else(|| panic!("watch saw {:?}", steps()));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
 }
