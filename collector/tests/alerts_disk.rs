@@ -166,3 +166,65 @@ fn a_steadily_filling_tmpfs_fires_with_its_time_to_full_and_a_static_one_does_no
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
 }
+
+#[test]
+fn a_fill_then_clean_cycle_does_not_flap() {
+    if !is_root() {
+        println!("skipping: mounting tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rotated");
+    let disk = match Mounted::tmpfs(&path, "32m") {
+        Ok(m) => m,
+        Err(e) => {
+            println!("skipping: cannot mount tmpfs: {e}");
+            return;
+        }
+    };
+    write_bytes(&disk.0.join("base"), 22 * MIB);
+    let addr = free_addr();
+    let config = write_file(
+        dir.path(),
+        "collector.toml",
+        "[detect]\ninterval = \"200ms\"\n\
+         [rules.disk_filling]\nwindow = \"8s\"\nfor = \"5s\"\n",
+    );
+    let _coll = collector(addr, dir.path(), &["--config", &config]);
+    let agent_config = write_file(
+        dir.path(),
+        "agent.toml",
+        "[samplers]\ndisk_interval = \"500ms\"\nprocess_interval = \"10s\"\nsocket_interval = \"10s\"\n",
+    );
+    let ag = agent(addr, dir.path(), &["--config", &agent_config]);
+    wait_for(Duration::from_secs(20), || {
+        hosts_json(addr).first().cloned()
+    })
+    .unwrap_or_else(|| panic!("no host:\n{}", ag.log_text()));
+    // A log written at 256 KiB/s and rotated (truncated) every 3 s, for 20 s.
+    let mount = path.display().to_string();
+    let log = disk.0.join("app.log");
+    let mut f = std::fs::File::create(&log).unwrap();
+    let chunk = vec![0x44u8; CHUNK];
+    let start = Instant::now();
+    let mut rotated = Instant::now();
+    let mut states = Vec::new();
+    while start.elapsed() < Duration::from_secs(20) {
+        f.write_all(&chunk).unwrap();
+        if rotated.elapsed() >= Duration::from_secs(3) {
+            f = std::fs::File::create(&log).unwrap();
+            rotated = Instant::now();
+        }
+        if let Some(a) = find_alert(addr, "disk_filling", true, |a| {
+            a["subject"]["mount"] == mount.as_str()
+        }) {
+            states.push(a["state"].as_str().unwrap_or("").to_string());
+        }
+        std::thread::sleep(TICK);
+    }
+    println!("rotation: disk_filling states seen {states:?}");
+    assert!(
+        !states.iter().any(|s| s == "firing" || s == "resolved"),
+        "flapped: {states:?}"
+    );
+}
