@@ -476,6 +476,27 @@ rule_tables! {
         /// Share of the window the series after the last cleanup must span.
         min_coverage: f64 = 0.25,
     }
+    /// `syscall_latency`: p99 of a syscall family that does not block by
+    /// design, per cgroup, against its own baseline (needs the agent's eBPF).
+    syscall_latency: SyscallLatencyConfig (for = secs(300)) {
+        /// The recent window whose p99 is judged (bounded by the in-memory `history`).
+        #[serde(with = "humantime_serde")]
+        window: Duration = secs(60),
+        /// The span before `window` whose per-interval p99s give the baseline
+        /// (their median; bounded by the in-memory `history`).
+        #[serde(with = "humantime_serde")]
+        baseline: Duration = secs(14 * 60),
+        /// The recent p99 must reach this many times the baseline.
+        factor: f64 = 10.0,
+        /// ... and at least this latency.
+        #[serde(with = "humantime_serde")]
+        min_latency: Duration = Duration::from_millis(100),
+        /// Fewest calls in the window (and in the baseline) to judge.
+        min_calls: u64 = 20,
+        /// Families judged: those that do not block by design ("file": open,
+        /// stat, fsync-like calls; not "io", whose reads wait for peers).
+        families: Vec<String> = vec!["file".to_string()],
+    }
 }
 
 /// Where alerts go (`[[notify.alertmanager]]`, `[[notify.webhook]]`).

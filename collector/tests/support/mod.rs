@@ -476,3 +476,23 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// Starts an agent sending to `addr` with its eBPF syscall tracing on.
+pub fn agent_ebpf(addr: SocketAddr, dir: &std::path::Path, extra: &[&str]) -> Proc {
+    let url = format!("http://{addr}");
+    let mut args = vec!["--collector", url.as_str(), "--interval", "200ms"];
+    args.extend_from_slice(extra);
+    spawn("nodewatch-agent", &args, dir)
+}
+
+/// Mount point of the cgroup2 hierarchy, if one is mounted.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if !right.starts_with("cgroup2 ") {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}

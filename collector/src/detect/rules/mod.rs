@@ -1,6 +1,6 @@
 //! The rules, one file per family: descriptors (`fds`), connections
 //! (`connections`), disks (`disk`), host-wide CPU and memory (`host`), agent
-//! silence (`silent`) and leaks (`memory`). Each is a small struct holding its
+//! silence (`silent`), leaks (`memory`) and syscall latency (`latency`). Each is a small struct holding its
 //! `[rules.<name>]` table, behind the one [`Rule`] trait.
 
 /// A rule struct holding its table, its common keys and the hysteresis.
@@ -45,6 +45,7 @@ mod connections;
 mod disk;
 mod fds;
 mod host;
+mod latency;
 mod memory;
 mod silent;
 
@@ -60,6 +61,7 @@ pub use connections::{CloseWait, Conntrack, EphemeralPorts, ListenBacklog, TcpRe
 pub use disk::{DiskFilling, DiskFull};
 pub use fds::{FdExhaustion, FileHandles};
 pub use host::{HostCpu, HostMemory};
+pub use latency::SyscallLatency;
 pub use memory::MemoryLeak;
 pub use silent::AgentSilent;
 
@@ -80,6 +82,7 @@ pub fn build(rules: &RulesConfig, hysteresis: f64) -> Vec<Box<dyn Rule>> {
         Box::new(AgentSilent::new(rules.agent_silent.clone())),
         Box::new(MemoryLeak::new(rules.memory_leak.clone(), h)),
         Box::new(DiskFilling::new(rules.disk_filling.clone(), h)),
+        Box::new(SyscallLatency::new(rules.syscall_latency.clone(), h)),
     ]
 }
 
