@@ -102,6 +102,8 @@ pub struct Detector {
     events: broadcast::Sender<Change>,
     notifier: Mutex<Notifier>,
     started: SystemTime,
+    /// Intervals without a batch after which a host's data is stale.
+    silent_after: u32,
 }
 
 impl std::fmt::Debug for Detector {
@@ -135,6 +137,7 @@ impl Detector {
             events: broadcast::channel(WATCH_BUFFER).0,
             notifier: Mutex::new(Notifier::none()),
             started: SystemTime::now(),
+            silent_after: config.rules.agent_silent.missed_intervals.max(1),
         })
     }
 
@@ -202,6 +205,12 @@ impl Detector {
                 started: self.started,
                 history: &history,
             };
+            // A host whose data stopped is judged by agent_silent alone: the
+            // other rules keep their alerts as they are (stale data neither
+            // raises nor resolves anything).
+            let allowed = view.interval.max(Duration::from_secs(1)) * self.silent_after
+                + self.config.interval;
+            let fresh = now.duration_since(view.last_seen).unwrap_or_default() <= allowed;
             for (i, rule) in self.rules.iter().enumerate() {
                 let common = rule.common();
                 let applies = common.enabled
@@ -209,7 +218,9 @@ impl Detector {
                         .hosts
                         .iter()
                         .all(|(k, v)| view.labels.get(k) == Some(v));
-                let eval = if applies {
+                let eval = if applies && !fresh && rule.name() != "agent_silent" {
+                    rule::Evaluation::default()
+                } else if applies {
                     rule.evaluate(&view)
                 } else {
                     rule::Evaluation {
