@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "nodewatch/v1/process.proto",
     "nodewatch/v1/syscall.proto",
     "nodewatch/v1/batch.proto",
+    "nodewatch/v1/alert.proto",
     "nodewatch/v1/ingest.proto",
     "nodewatch/v1/query.proto",
 ];

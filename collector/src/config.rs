@@ -1,6 +1,7 @@
 //! Collector configuration: defaults, then the TOML file, then flags and
 //! `NODEWATCH_*` environment variables (flags and env win).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -159,6 +160,12 @@ pub struct CollectorConfig {
     /// `max_sample_age` and `max_future_skew` are taken from the top-level
     /// `max_hosts`, `max_batch_age` and `max_clock_skew`.
     pub store: StoreConfig,
+    /// The detectors (`[detect]` table).
+    pub detect: DetectConfig,
+    /// One table per rule (`[rules.<name>]`).
+    pub rules: RulesConfig,
+    /// Where alerts are sent (`[[notify.alertmanager]]`, `[[notify.webhook]]`).
+    pub notify: NotifyConfig,
 }
 
 impl Default for CollectorConfig {
@@ -176,6 +183,9 @@ impl Default for CollectorConfig {
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             store: StoreConfig::default(),
+            detect: DetectConfig::default(),
+            rules: RulesConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -211,6 +221,376 @@ impl CollectorConfig {
     }
 }
 
+/// Default tick of the detectors.
+pub const DEFAULT_DETECT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default hysteresis: a threshold crossed upward clears only below
+/// `threshold * (1 - hysteresis)` (and the mirror for lower-is-worse figures).
+pub const DEFAULT_HYSTERESIS: f64 = 0.05;
+/// Default time resolved alerts are kept (listed with `--all`, in the store).
+pub const DEFAULT_KEEP_RESOLVED: Duration = Duration::from_secs(24 * 3600);
+/// Default re-post interval of firing alerts to Alertmanager.
+pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
+/// Default notifications queued per receiver before new ones are dropped.
+pub const DEFAULT_NOTIFY_QUEUE: usize = 1024;
+/// Default timeout of one notification request.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default first retry delay of a failed notification (doubling).
+pub const DEFAULT_RETRY_MIN: Duration = Duration::from_millis(500);
+/// Default longest retry delay of a failed notification.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Default age after which an undelivered notification is dropped (counted).
+pub const DEFAULT_MAX_RETRY_AGE: Duration = Duration::from_secs(3600);
+
+const MIB: f64 = 1024.0 * 1024.0;
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The detectors (`[detect]` table).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Evaluate the rules at all.
+    pub enabled: bool,
+    /// Every enabled rule is evaluated for every host at this tick.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Relative margin a value must fall back past a threshold before the
+    /// alert clears or de-escalates (a value hovering at a threshold does not flap).
+    pub hysteresis: f64,
+    /// How long resolved alerts are kept (listed with `--all`, persisted).
+    #[serde(with = "humantime_serde")]
+    pub keep_resolved: Duration,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: DEFAULT_DETECT_INTERVAL,
+            hysteresis: DEFAULT_HYSTERESIS,
+            keep_resolved: DEFAULT_KEEP_RESOLVED,
+        }
+    }
+}
+
+/// What every rule table has: whether it runs, its hold times and its host matcher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleCommon {
+    /// Evaluate this rule.
+    pub enabled: bool,
+    /// How long the condition must hold before the alert fires.
+    pub for_: Duration,
+    /// How long a firing alert keeps firing after the condition stops holding.
+    pub keep_firing_for: Duration,
+    /// Only hosts whose labels include every one of these.
+    pub hosts: BTreeMap<String, String>,
+}
+
+macro_rules! rule_tables {
+    ($(
+        $(#[$doc:meta])*
+        $rule:ident : $ty:ident (for = $for:expr) {
+            $( $(#[$fmeta:meta])* $field:ident : $fty:ty = $fdef:expr ),* $(,)?
+        }
+    )*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, PartialEq, Deserialize)]
+            #[serde(default, deny_unknown_fields)]
+            pub struct $ty {
+                /// Evaluate this rule.
+                pub enabled: bool,
+                /// How long the condition must hold before the alert fires.
+                #[serde(rename = "for", with = "humantime_serde")]
+                pub for_: Duration,
+                /// How long a firing alert keeps firing after the condition stops holding.
+                #[serde(with = "humantime_serde")]
+                pub keep_firing_for: Duration,
+                /// Only hosts whose labels include every one of these, e.g. `{ env = "prod" }`.
+                pub hosts: BTreeMap<String, String>,
+                $( $(#[$fmeta])* pub $field: $fty, )*
+            }
+
+            impl Default for $ty {
+                fn default() -> Self {
+                    Self {
+                        enabled: true,
+                        for_: $for,
+                        keep_firing_for: Duration::ZERO,
+                        hosts: BTreeMap::new(),
+                        $( $field: $fdef, )*
+                    }
+                }
+            }
+
+            impl $ty {
+                /// The keys every rule has.
+                pub fn common(&self) -> RuleCommon {
+                    RuleCommon {
+                        enabled: self.enabled,
+                        for_: self.for_,
+                        keep_firing_for: self.keep_firing_for,
+                        hosts: self.hosts.clone(),
+                    }
+                }
+            }
+        )*
+
+        /// One table per rule (`[rules.<name>]`); unknown rule names are errors.
+        #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct RulesConfig {
+            $( $(#[$doc])* pub $rule: $ty, )*
+        }
+    };
+}
+
+rule_tables! {
+    /// `fd_exhaustion`: a process's open descriptors against its own soft RLIMIT_NOFILE.
+    fd_exhaustion: FdExhaustionConfig (for = secs(60)) {
+        /// Ratio of the soft limit from which the alert is high.
+        high: f64 = 0.80,
+        /// Ratio of the soft limit from which the alert is critical.
+        critical: f64 = 0.95,
+    }
+    /// `file_handles`: allocated file handles (file-nr) against file-max.
+    file_handles: FileHandlesConfig (for = secs(60)) {
+        /// Ratio of file-max from which the alert is high.
+        high: f64 = 0.70,
+        /// Ratio of file-max from which the alert is critical.
+        critical: f64 = 0.90,
+    }
+    /// `conntrack`: conntrack entries against nf_conntrack_max.
+    conntrack: ConntrackConfig (for = secs(60)) {
+        /// Ratio of nf_conntrack_max from which the alert is high.
+        high: f64 = 0.75,
+        /// Ratio of nf_conntrack_max from which the alert is critical.
+        critical: f64 = 0.90,
+    }
+    /// `disk_full`: free space or inodes of a mount (read-only mounts are skipped).
+    disk_full: DiskFullConfig (for = secs(60)) {
+        /// Free ratio (available to unprivileged users) below which the alert is high.
+        high: f64 = 0.05,
+        /// Free ratio below which the alert is critical.
+        critical: f64 = 0.03,
+    }
+    /// `host_memory`: used memory (MemTotal - MemAvailable; page cache is not used).
+    host_memory: HostMemoryConfig (for = secs(300)) {
+        /// Used ratio above which the alert is high.
+        high: f64 = 0.85,
+    }
+    /// `host_cpu`: CPU busy share averaged over `window`.
+    host_cpu: HostCpuConfig (for = secs(300)) {
+        /// Busy ratio above which the alert is medium (the scaling trigger).
+        medium: f64 = 0.70,
+        /// Averaging window of the busy ratio (bounded by the in-memory `history`).
+        #[serde(with = "humantime_serde")]
+        window: Duration = secs(60),
+    }
+    /// `tcp_retransmits`: retransmitted TCP segments per packet sent over `window`.
+    tcp_retransmits: TcpRetransmitsConfig (for = secs(300)) {
+        /// Ratio above which the alert is medium.
+        medium: f64 = 0.01,
+        /// Window of the two counters (bounded by the in-memory `history`).
+        #[serde(with = "humantime_serde")]
+        window: Duration = secs(300),
+        /// Fewest packets sent in the window for the ratio to count.
+        min_packets: u64 = 1000,
+    }
+    /// `listen_backlog`: accept queues of listeners, and overflows rising.
+    listen_backlog: ListenBacklogConfig (for = secs(30)) {
+        /// Ratio of the backlog from which a listener's alert is high.
+        high: f64 = 0.80,
+        /// Connections waiting from which a listener's alert is high, whatever its backlog.
+        high_queue: u64 = 1000,
+        /// Window over which ListenOverflows / ListenDrops rising raise the host-wide alert.
+        #[serde(with = "humantime_serde")]
+        window: Duration = secs(60),
+    }
+    /// `close_wait`: CLOSE_WAIT sockets of a process rising over `window` (a socket leak).
+    close_wait: CloseWaitConfig (for = secs(60)) {
+        /// Fitting window (bounded by the in-memory `history`).
+        #[serde(with = "humantime_serde")]
+        window: Duration = secs(600),
+        /// Fewest CLOSE_WAIT sockets held now for the alert.
+        min_sockets: u64 = 32,
+        /// Smallest fitted increase over the window, sockets.
+        min_increase: f64 = 16.0,
+    }
+    /// `ephemeral_ports`: sockets per (source, destination, port) against the usable port range.
+    ephemeral_ports: EphemeralPortsConfig (for = secs(60)) {
+        /// Ratio of the port range from which the alert is high.
+        high: f64 = 0.70,
+        /// Ratio of the port range from which the alert is critical.
+        critical: f64 = 0.90,
+    }
+    /// `agent_silent`: no batch from a host for `missed_intervals` of its interval.
+    agent_silent: AgentSilentConfig (for = Duration::ZERO) {
+        /// Intervals without a batch before the host is silent.
+        missed_intervals: u32 = 3,
+        /// After the collector starts, agents get this long to reconnect before
+        /// any of them counts as silent (a collector restart pages nobody).
+        #[serde(with = "humantime_serde")]
+        grace: Duration = secs(60),
+    }
+    /// `memory_leak`: a process's RSS rising steadily (pid + start time).
+    memory_leak: MemoryLeakConfig (for = secs(300)) {
+        /// Fitting window (read from the store).
+        #[serde(with = "humantime_serde")]
+        window: Duration = secs(3600),
+        /// Smallest growth, bytes per hour.
+        min_growth_bytes_per_hour: f64 = 50.0 * MIB,
+        /// Smallest growth per hour as a share of the process's limit.
+        min_growth_of_limit: f64 = 0.05,
+        /// Smallest growth per hour as a share of its current RSS.
+        min_growth_ratio_per_hour: f64 = 0.10,
+        /// Share of the window a process must have been sampled over.
+        min_coverage: f64 = 0.5,
+        /// Share of the window at its end that must still be rising.
+        tail: f64 = 0.25,
+        /// Projected out of memory within this: critical (else high).
+        #[serde(with = "humantime_serde")]
+        critical_within: Duration = secs(3600),
+    }
+    /// `disk_filling`: a mount's projected time to full (bytes and inodes).
+    disk_filling: DiskFillingConfig (for = secs(600)) {
+        /// Fitting window (read from the store).
+        #[serde(with = "humantime_serde")]
+        window: Duration = secs(6 * 3600),
+        /// Projected full within this and free below `high_free`: high.
+        #[serde(with = "humantime_serde")]
+        high_within: Duration = secs(24 * 3600),
+        /// Free ratio below which a projection within `high_within` is high.
+        high_free: f64 = 0.40,
+        /// Projected full within this and free below `critical_free`: critical.
+        #[serde(with = "humantime_serde")]
+        critical_within: Duration = secs(4 * 3600),
+        /// Free ratio below which a projection within `critical_within` is critical.
+        critical_free: f64 = 0.20,
+        /// A rise of free space larger than this share of the size is a cleanup
+        /// (rotation): the fit restarts after it.
+        cleanup: f64 = 0.01,
+        /// Share of the window the series after the last cleanup must span.
+        min_coverage: f64 = 0.25,
+    }
+    /// `syscall_latency`: p99 of a syscall family that does not block by
+    /// design, per cgroup, against its own baseline (needs the agent's eBPF).
+    syscall_latency: SyscallLatencyConfig (for = secs(300)) {
+        /// The recent window whose p99 is judged (bounded by the in-memory `history`).
+        #[serde(with = "humantime_serde")]
+        window: Duration = secs(60),
+        /// The span before `window` whose per-interval p99s give the baseline
+        /// (their median; bounded by the in-memory `history`).
+        #[serde(with = "humantime_serde")]
+        baseline: Duration = secs(14 * 60),
+        /// The recent p99 must reach this many times the baseline.
+        factor: f64 = 10.0,
+        /// ... and at least this latency.
+        #[serde(with = "humantime_serde")]
+        min_latency: Duration = Duration::from_millis(100),
+        /// Fewest calls in the window (and in the baseline) to judge.
+        min_calls: u64 = 20,
+        /// Families judged: those that do not block by design ("file": open,
+        /// stat, fsync-like calls; not "io", whose reads wait for peers).
+        families: Vec<String> = vec!["file".to_string()],
+    }
+}
+
+/// Where alerts go (`[[notify.alertmanager]]`, `[[notify.webhook]]`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Alertmanagers (v2 API).
+    pub alertmanager: Vec<AlertmanagerConfig>,
+    /// Webhook receivers (Alertmanager's webhook payload).
+    pub webhook: Vec<WebhookConfig>,
+}
+
+/// Delivery settings every receiver has: queue, timeout and retries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryConfig {
+    /// Notifications queued before new ones are dropped (counted).
+    pub queue: usize,
+    /// Timeout of one request.
+    pub timeout: Duration,
+    /// First retry delay after a failure (doubling).
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// A notification not delivered within this is dropped (counted).
+    pub max_retry_age: Duration,
+}
+
+macro_rules! receiver_tables {
+    ($( $(#[$doc:meta])* $ty:ident { $( $(#[$fmeta:meta])* $field:ident : $fty:ty = $fdef:expr ),* $(,)? } )*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, PartialEq, Deserialize)]
+            #[serde(default, deny_unknown_fields)]
+            pub struct $ty {
+                /// Base URL (http only), e.g. "http://127.0.0.1:9093".
+                pub url: String,
+                $( $(#[$fmeta])* pub $field: $fty, )*
+                /// Notifications queued before new ones are dropped (counted).
+                pub queue: usize,
+                /// Timeout of one request.
+                #[serde(with = "humantime_serde")]
+                pub timeout: Duration,
+                /// First retry delay after a failure (doubling).
+                #[serde(with = "humantime_serde")]
+                pub retry_min: Duration,
+                /// Longest retry delay.
+                #[serde(with = "humantime_serde")]
+                pub retry_max: Duration,
+                /// A notification not delivered within this is dropped (counted).
+                #[serde(with = "humantime_serde")]
+                pub max_retry_age: Duration,
+            }
+
+            impl Default for $ty {
+                fn default() -> Self {
+                    Self {
+                        url: String::new(),
+                        $( $field: $fdef, )*
+                        queue: DEFAULT_NOTIFY_QUEUE,
+                        timeout: DEFAULT_NOTIFY_TIMEOUT,
+                        retry_min: DEFAULT_RETRY_MIN,
+                        retry_max: DEFAULT_RETRY_MAX,
+                        max_retry_age: DEFAULT_MAX_RETRY_AGE,
+                    }
+                }
+            }
+
+            impl $ty {
+                /// Queue, timeout and retries.
+                pub fn delivery(&self) -> DeliveryConfig {
+                    DeliveryConfig {
+                        queue: self.queue.max(1),
+                        timeout: self.timeout,
+                        retry_min: self.retry_min,
+                        retry_max: self.retry_max.max(self.retry_min),
+                        max_retry_age: self.max_retry_age,
+                    }
+                }
+            }
+        )*
+    };
+}
+
+receiver_tables! {
+    /// One Alertmanager (`[[notify.alertmanager]]`): alerts go to `<url>/api/v2/alerts`.
+    AlertmanagerConfig {
+        /// Firing alerts are re-posted this often (Alertmanager expires alerts
+        /// that are not re-posted).
+        #[serde(with = "humantime_serde")]
+        resend_interval: Duration = DEFAULT_RESEND_INTERVAL,
+    }
+    /// One webhook receiver (`[[notify.webhook]]`): a JSON POST per transition
+    /// in Alertmanager's webhook payload shape, to `url` itself.
+    WebhookConfig {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +617,33 @@ mod tests {
     #[test]
     fn unknown_fields_are_errors() {
         let err = CollectorConfig::from_toml("listne = \"1.2.3.4:1\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn rules_and_receivers_are_strict_and_shrinkable() {
+        let err = CollectorConfig::from_toml("[rules.memory_leek]\nenabled = false").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = CollectorConfig::from_toml("[rules.fd_exhaustion]\nhihg = 0.5").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let config = CollectorConfig::from_toml(
+            "[detect]\ninterval = \"200ms\"\n\
+             [rules.memory_leak]\nwindow = \"10s\"\nfor = \"1s\"\nhosts = { env = \"prod\" }\n\
+             [[notify.webhook]]\nurl = \"http://127.0.0.1:1/x\"\nretry_max = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.detect.interval, Duration::from_millis(200));
+        let leak = config.rules.memory_leak.common();
+        assert_eq!(leak.for_, Duration::from_secs(1));
+        assert_eq!(leak.hosts.get("env").map(String::as_str), Some("prod"));
+        assert_eq!(config.rules.memory_leak.window, Duration::from_secs(10));
+        assert_eq!(
+            config.notify.webhook[0].delivery().retry_max,
+            Duration::from_secs(1)
+        );
+        let err =
+            CollectorConfig::from_toml("[[notify.webhook]]\nurl = \"x\"\nresend_interval = \"1s\"")
+                .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 

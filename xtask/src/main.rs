@@ -87,6 +87,21 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Debian's `prometheus-alertmanager`, which the Alertmanager scenario test
+/// starts on loopback: installed with apt-get when missing.
+fn ensure_alertmanager() -> anyhow::Result<()> {
+    let present = Command::new("prometheus-alertmanager")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    bootstrap::apt_install(&["prometheus-alertmanager"])
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
@@ -108,6 +123,10 @@ fn main() -> anyhow::Result<()> {
             if let Err(e) = bootstrap::ensure_python_grpc() {
                 // Only the Python reflection test needs it; it says it skips.
                 eprintln!("bootstrap: {e:#}; the Python reflection test will skip");
+            }
+            if let Err(e) = ensure_alertmanager() {
+                // Only the Alertmanager scenario test needs it; it says it skips.
+                eprintln!("bootstrap: {e:#}; the Alertmanager test will skip");
             }
             // Integration tests start the real binaries of other packages.
             cargo(&["build", "--workspace", "--bins"])?;

@@ -7,7 +7,7 @@ mod client;
 mod commands;
 mod render;
 
-use commands::{latency, series, top};
+use commands::{alerts, latency, series, top};
 use render::OutputFormat;
 
 /// Query a nodewatch collector: hosts, their latest figures and history.
@@ -62,6 +62,9 @@ enum Command {
     },
     /// History of one metric of a host as a table with a chart (no METRIC: list metrics).
     Series(series::SeriesArgs),
+    /// Alerts: pending and firing (--all: resolved too), --watch for every
+    /// transition, `alerts show <ID>` for one alert's timeline and evidence.
+    Alerts(alerts::AlertsArgs),
 }
 
 async fn run(args: Args) -> Result<(), client::CliError> {
@@ -79,6 +82,7 @@ async fn run(args: Args) -> Result<(), client::CliError> {
         Command::Disks { host } => commands::disks::run(channel, &host, args.output).await,
         Command::Conns { host } => commands::conns::run(channel, &host, args.output).await,
         Command::Series(series) => series::run(channel, &series, args.output).await,
+        Command::Alerts(a) => alerts::run(channel, &a, args.output).await,
     }
 }
 

@@ -49,11 +49,14 @@ pub async fn routes(collector: &Collector) -> Result<Routes, ServeError> {
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
-    let query = pb::query_server::QueryServer::new(QueryService::new(
-        collector.registry.clone(),
-        collector.store.clone(),
-        collector.stopping.subscribe(),
-    ))
+    let query = pb::query_server::QueryServer::new(
+        QueryService::new(
+            collector.registry.clone(),
+            collector.store.clone(),
+            collector.stopping.subscribe(),
+        )
+        .with_alerts(collector.detector.clone()),
+    )
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
 

@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::status;
+use crate::detect::Detector;
 use crate::hosts::HostRegistry;
 use crate::query::{self, QueryError};
 use crate::store::Store;
@@ -25,6 +26,7 @@ pub struct QueryService {
     registry: Arc<HostRegistry>,
     store: Arc<Store>,
     stopping: watch::Receiver<bool>,
+    alerts: Option<Arc<Detector>>,
 }
 
 impl QueryService {
@@ -39,7 +41,20 @@ impl QueryService {
             registry,
             store,
             stopping,
+            alerts: None,
         }
+    }
+
+    /// Also answers the alert rpcs from `detector`.
+    pub fn with_alerts(mut self, detector: Arc<Detector>) -> Self {
+        self.alerts = Some(detector);
+        self
+    }
+
+    fn detector(&self) -> Result<&Arc<Detector>, Status> {
+        self.alerts
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this collector runs no detectors"))
     }
 
     /// Runs a store read off the async workers.
@@ -158,5 +173,97 @@ impl pb::query_server::Query for QueryService {
     ) -> Result<Response<pb::GetStoreStatsResponse>, Status> {
         self.blocking(|store| Ok(query::series::store_stats(store)))
             .await
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        let detector = self.detector()?;
+        let filter = query::alerts::AlertFilter::new(&self.registry, request.get_ref())
+            .map_err(|e| status::query(&e))?;
+        Ok(Response::new(query::alerts::list(
+            detector.alerts(),
+            &filter,
+        )))
+    }
+
+    async fn get_alert(
+        &self,
+        request: Request<pb::GetAlertRequest>,
+    ) -> Result<Response<pb::GetAlertResponse>, Status> {
+        let detector = self.detector()?;
+        match query::alerts::get(detector.timelines(), &request.get_ref().id) {
+            Ok(a) => Ok(Response::new(a)),
+            Err(query::alerts::AlertLookupError::NotFound(id)) => {
+                Err(Status::not_found(format!("no alert {id:?}")))
+            }
+            Err(query::alerts::AlertLookupError::Invalid(e)) => Err(status::query(&e)),
+        }
+    }
+
+    type WatchAlertsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchAlertsResponse, Status>> + Send>>;
+
+    async fn watch_alerts(
+        &self,
+        request: Request<pb::WatchAlertsRequest>,
+    ) -> Result<Response<Self::WatchAlertsStream>, Status> {
+        let detector = self.detector()?.clone();
+        let req = request.into_inner().filter.unwrap_or_default();
+        let filter =
+            query::alerts::AlertFilter::new(&self.registry, &req).map_err(|e| status::query(&e))?;
+        // Subscribe before the snapshot: no transition falls in between.
+        let mut events = detector.subscribe();
+        let initial = query::alerts::list(detector.alerts(), &filter).alerts;
+        let mut stopping = self.stopping.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            for alert in initial {
+                let msg = pb::WatchAlertsResponse {
+                    alert: Some(alert),
+                    transition: None,
+                    initial: true,
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            // Transitions pass the filter on everything but the state, so a
+            // watcher of firing alerts also sees them resolve.
+            let mut any_state = filter.clone();
+            any_state.any_state();
+            loop {
+                let change = tokio::select! {
+                    c = events.recv() => c,
+                    _ = stopping.wait_for(|stop| *stop) => break,
+                };
+                let change = match change {
+                    Ok(c) => c,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "watcher fell behind by {n} transitions; watch again"
+                            ))))
+                            .await;
+                        break;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                if !any_state.matches(&change.alert) {
+                    continue;
+                }
+                let msg = pb::WatchAlertsResponse {
+                    alert: Some(change.alert),
+                    transition: Some(change.transition),
+                    initial: false,
+                };
+                match tokio::time::timeout(WATCH_SEND_TIMEOUT, tx.send(Ok(msg))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -5,6 +5,7 @@
 //! which every reader shares) and fails with [`QueryError`]; it knows nothing of
 //! gRPC: only `grpc/` turns a `QueryError` into a status.
 
+pub mod alerts;
 pub mod histogram;
 pub mod hosts;
 pub mod latency;

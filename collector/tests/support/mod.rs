@@ -313,3 +313,200 @@ pub async fn load1(addr: SocketAddr, host: &str) -> Vec<(i64, f64)> {
         .map(|p| (p.time_unix_nano, p.value))
         .collect()
 }
+
+// ---- alerting scenarios -------------------------------------------------
+
+/// True when the tests run as root (mounts, cgroups).
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Writes `text` to `dir/name` and returns the path as a string.
+pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// `nodewatch alerts --output json` (with `extra` flags) parsed; empty on error.
+pub fn alerts_json(addr: SocketAddr, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["alerts", "--output", "json"];
+    args.extend_from_slice(extra);
+    let out = cli(addr, &args);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default()
+}
+
+/// The first alert of `rule` (any state with `--all`) matching `f`.
+pub fn find_alert(
+    addr: SocketAddr,
+    rule: &str,
+    all: bool,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let extra: &[&str] = if all { &["--all"] } else { &[] };
+    alerts_json(addr, extra)
+        .into_iter()
+        .find(|a| a["rule"] == rule && f(a))
+}
+
+/// A webhook receiver: a small HTTP/1.1 server on a loopback port that keeps
+/// every POSTed JSON body; it can be stopped and started again on the same port.
+pub struct WebhookReceiver {
+    pub addr: SocketAddr,
+    pub bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WebhookReceiver {
+    /// A receiver for `addr`, not listening yet.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            bodies: Default::default(),
+            stop: None,
+            thread: None,
+        }
+    }
+
+    /// Starts listening.
+    pub fn start(&mut self) {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let listener = TcpListener::bind(self.addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop2, bodies) = (stop.clone(), self.bodies.clone());
+        self.thread = Some(std::thread::spawn(move || {
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                if reader.read_exact(&mut body).is_ok()
+                    && let Ok(v) = serde_json::from_slice(&body)
+                {
+                    bodies.lock().unwrap().push(v);
+                }
+                let mut s = stream;
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        }));
+        self.stop = Some(stop);
+    }
+
+    /// Stops listening (the port refuses connections until `start`).
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            s.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// (status, alertname, fingerprint, severity) of every payload received so far.
+    pub fn received(&self) -> Vec<(String, String, String, String)> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let a = &b["alerts"][0];
+                let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+                (
+                    s(&b["status"]),
+                    s(&a["labels"]["alertname"]),
+                    s(&a["fingerprint"]),
+                    s(&a["labels"]["severity"]),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A plain HTTP GET on loopback, the body as JSON (None on any failure).
+pub fn http_get_json(addr: SocketAddr, path: &str) -> Option<serde_json::Value> {
+    use std::io::{Read as _, Write as _};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    serde_json::from_str(&body).ok()
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Starts an agent sending to `addr` with its eBPF syscall tracing on.
+pub fn agent_ebpf(addr: SocketAddr, dir: &std::path::Path, extra: &[&str]) -> Proc {
+    let url = format!("http://{addr}");
+    let mut args = vec!["--collector", url.as_str(), "--interval", "200ms"];
+    args.extend_from_slice(extra);
+    spawn("nodewatch-agent", &args, dir)
+}
+
+/// Mount point of the cgroup2 hierarchy, if one is mounted.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if !right.starts_with("cgroup2 ") {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
