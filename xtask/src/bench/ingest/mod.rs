@@ -3,10 +3,12 @@
 //!
 //! Simulated agents (realistic host data: counters, noisy gauges, idle series,
 //! per-process series, syscall histograms) send the same samples, round after
-//! round (A B C A B C ...), to
+//! round (A B C D A B C D ...), to
 //! - A: the release collector with a durable store (fsync per commit group),
+//!   detectors on (the default),
 //! - B: Debian's `prometheus` with its remote-write receiver (snappy protobuf),
-//! - C: the release collector with the WAL on tmpfs and fsync off (in-memory path).
+//! - C: the release collector with the WAL on tmpfs and fsync off (in-memory path),
+//! - D: as A with the detectors off, for their cost.
 //!
 //! Reported: CPU per sample of each target (utime+stime from /proc), bytes on
 //! disk per sample, freshness (agent sample -> queryable) p50/p99, and the
@@ -146,8 +148,14 @@ async fn bench(args: IngestArgs, prom_bin: PathBuf) -> anyhow::Result<()> {
     let tick_ns = 1e9 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let disk = tempfile_dir(std::env::temp_dir(), "nodewatch-bench-ingest")?;
     let shm = tempfile_dir(PathBuf::from("/dev/shm"), "nodewatch-bench-ingest")?;
-    let mut durable = start_collector("collector durable", disk.join("durable"), true)?;
-    let mut memory = start_collector("collector in-memory", shm.join("memory"), false)?;
+    let mut durable = start_collector("collector durable", disk.join("durable"), true, true)?;
+    let mut memory = start_collector("collector in-memory", shm.join("memory"), false, true)?;
+    let mut quiet = start_collector(
+        "collector durable, detectors off",
+        disk.join("quiet"),
+        true,
+        false,
+    )?;
     let mut prom = start_prometheus(&prom_bin, disk.join("prometheus"))?;
 
     let total_batches = u64::from(args.minutes) * 60;
@@ -158,12 +166,14 @@ async fn bench(args: IngestArgs, prom_bin: PathBuf) -> anyhow::Result<()> {
             .map(|a| HostSim::new(u64::from(a) + 1, args.processes))
             .collect()
     };
-    let (mut sim_d, mut sim_m, mut sim_p) = (sims(()), sims(()), sims(()));
+    let (mut sim_d, mut sim_m, mut sim_p, mut sim_q) = (sims(()), sims(()), sims(()), sims(()));
     let mut streams_d = Vec::new();
     let mut streams_m = Vec::new();
+    let mut streams_q = Vec::new();
     for a in 0..args.agents {
         streams_d.push(open_agent(durable.addr, a).await?);
         streams_m.push(open_agent(memory.addr, a).await?);
+        streams_q.push(open_agent(quiet.addr, a).await?);
     }
     let totals_d = Arc::new(Totals {
         scalars: AtomicU64::new(0),
@@ -175,6 +185,12 @@ async fn bench(args: IngestArgs, prom_bin: PathBuf) -> anyhow::Result<()> {
         histograms: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
     });
+    let totals_q = Arc::new(Totals {
+        scalars: AtomicU64::new(0),
+        histograms: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    });
+    let mut detect_ratios = Vec::new();
     let mut per_sample: HashMap<&str, Vec<f64>> = HashMap::new();
     let mut ratios = Vec::new();
     eprintln!(
@@ -207,10 +223,17 @@ async fn bench(args: IngestArgs, prom_bin: PathBuf) -> anyhow::Result<()> {
         streams_m =
             round_collector(streams_m, &mut sim_m, seqs.clone(), t0, totals_m.clone()).await?;
         let m = (memory.cpu_ticks()? - c0) as f64 * tick_ns / samples;
+        // D: durable collector with its detectors off.
+        let c0 = quiet.cpu_ticks()?;
+        streams_q =
+            round_collector(streams_q, &mut sim_q, seqs.clone(), t0, totals_q.clone()).await?;
+        let q = (quiet.cpu_ticks()? - c0) as f64 * tick_ns / samples;
+        detect_ratios.push(d / q);
         eprintln!(
-            "round {}: {samples} samples; ns/sample: durable {d:.0}, prometheus {p:.0}, in-memory {m:.0}",
+            "round {}: {samples} samples; ns/sample: durable {d:.0}, prometheus {p:.0}, in-memory {m:.0}, durable without detectors {q:.0}",
             round + 1
         );
+        per_sample.entry("quiet").or_default().push(q);
         per_sample.entry("durable").or_default().push(d);
         per_sample.entry("prometheus").or_default().push(p);
         per_sample.entry("memory").or_default().push(m);
@@ -234,6 +257,10 @@ async fn bench(args: IngestArgs, prom_bin: PathBuf) -> anyhow::Result<()> {
     )
     .await?;
     drop(streams_m);
+    drop(streams_q);
+    // Memory with and without the detectors, same hosts and data.
+    let (rss_on, rss_off) = (durable.rss_kib(), quiet.rss_kib());
+    quiet.stop();
 
     // Query: one hour of one host, every series, at a 15 s step, vs Prometheus.
     let q_start = t0 + SEC;
@@ -280,13 +307,15 @@ async fn bench(args: IngestArgs, prom_bin: PathBuf) -> anyhow::Result<()> {
     let (dm, dlo, dhi) = median_min_max(&per_sample["durable"]);
     let (pm, plo, phi) = median_min_max(&per_sample["prometheus"]);
     let (mm, mlo, mhi) = median_min_max(&per_sample["memory"]);
+    let (qm, qlo, qhi) = median_min_max(&per_sample["quiet"]);
+    let (xm, xlo, xhi) = median_min_max(&detect_ratios);
     let (rm, rlo, rhi) = median_min_max(&ratios);
     let (qcm, qclo, qchi) = median_min_max(&q_collector);
     let (qpm, qplo, qphi) = median_min_max(&q_prom);
     let n = scalars as f64;
     println!();
     println!(
-        "load: {} agents, {} batches each (1 s apart), {} processes/host; {} scalar samples (+{} histograms), {:.0} wire bytes/batch; {} rounds A B C",
+        "load: {} agents, {} batches each (1 s apart), {} processes/host; {} scalar samples (+{} histograms), {:.0} wire bytes/batch; {} rounds A B C D",
         args.agents,
         total_batches,
         args.processes,
@@ -306,6 +335,15 @@ async fn bench(args: IngestArgs, prom_bin: PathBuf) -> anyhow::Result<()> {
         "| CPU per sample, in-memory path (WAL on tmpfs, no fsync) | {mm:.0} ns ({mlo:.0}–{mhi:.0}) = {:.2} M samples/s per core | | {:.2} |",
         1e3 / mm,
         mm / pm
+    );
+    println!(
+        "| CPU per sample, durable ingest with detectors off (median, min–max) | {qm:.0} ns ({qlo:.0}–{qhi:.0}) | | detectors on / off: {xm:.2} ({xlo:.2}–{xhi:.2}) |"
+    );
+    println!(
+        "| collector RSS after the rounds, detectors on / off ({} hosts) | {:.0} / {:.0} MiB | | |",
+        args.agents,
+        rss_on as f64 / 1024.0,
+        rss_off as f64 / 1024.0
     );
     println!(
         "| bytes on disk per sample | {:.2} (chunks after cut; {:.2} before, WAL) | {:.2} (WAL + head chunks) | |",

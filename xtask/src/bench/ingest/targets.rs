@@ -12,6 +12,16 @@ pub(super) struct Target {
 }
 
 impl Target {
+    /// Resident memory of the process, KiB.
+    pub(super) fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub(super) fn cpu_ticks(&self) -> anyhow::Result<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
         let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
@@ -64,6 +74,7 @@ pub(super) fn start_collector(
     name: &'static str,
     dir: PathBuf,
     fsync: bool,
+    detect: bool,
 ) -> anyhow::Result<Target> {
     std::fs::create_dir_all(&dir)?;
     let addr = free_addr()?;
@@ -73,7 +84,7 @@ pub(super) fn start_collector(
     std::fs::write(
         &cfg,
         format!(
-            "[store]\nchunk_duration = \"24h\"\nhead_max_bytes = {}\nwal_max_bytes = {}\nfsync = {fsync}\n",
+            "[detect]\nenabled = {detect}\n[store]\nchunk_duration = \"24h\"\nhead_max_bytes = {}\nwal_max_bytes = {}\nfsync = {fsync}\n",
             8u64 << 30,
             64u64 << 30
         ),
