@@ -134,17 +134,29 @@ fn ensure_llvm() -> anyhow::Result<()> {
 pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let list = packages.join(" ");
     eprintln!("installing {list} (apt-get)");
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive")
+    let install = || -> anyhow::Result<bool> {
+        Ok(Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .context("cannot run apt-get")?
+            .success())
+    };
+    if install()? {
+        return Ok(());
+    }
+    // A fresh machine may have no package lists yet: update once and retry.
+    eprintln!("updating apt package lists and retrying");
+    let _ = Command::new("apt-get")
+        .args(["update", "-qq"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .status()
-        .context("cannot run apt-get")?
-        .success();
-    if !ok {
-        bail!("apt-get install {list} failed (run as root; apt-get update first)");
+        .status();
+    if !install()? {
+        bail!("apt-get install {list} failed (run as root)");
     }
     Ok(())
 }
