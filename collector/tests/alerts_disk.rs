@@ -228,3 +228,78 @@ fn a_fill_then_clean_cycle_does_not_flap() {
         "flapped: {states:?}"
     );
 }
+
+/// `disk_full` on a real tmpfs: filled past 95 % -> high, past 97 % ->
+/// critical, files removed -> resolved; the subject names the mount.
+#[test]
+fn a_nearly_full_tmpfs_is_high_then_critical_then_resolved() {
+    if !is_root() {
+        println!("skipping: mounting tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let full_dir = dir.path().join("full");
+    let full = match Mounted::tmpfs(&full_dir, "16m") {
+        Ok(m) => m,
+        Err(e) => {
+            println!("skipping: cannot mount tmpfs: {e}");
+            return;
+        }
+    };
+    let addr = free_addr();
+    let config = write_file(
+        dir.path(),
+        "collector.toml",
+        "[detect]\ninterval = \"200ms\"\n[rules.disk_full]\nfor = \"1s\"\n",
+    );
+    let _coll = collector(addr, dir.path(), &["--config", &config]);
+    let agent_config = write_file(
+        dir.path(),
+        "agent.toml",
+        "[samplers]\ndisk_interval = \"300ms\"\nprocess_interval = \"10s\"\nsocket_interval = \"10s\"\n",
+    );
+    let ag = agent(addr, dir.path(), &["--config", &agent_config]);
+    wait_for(Duration::from_secs(20), || {
+        hosts_json(addr).first().cloned()
+    })
+    .unwrap_or_else(|| panic!("no host:\n{}", ag.log_text()));
+    let mount = full_dir.display().to_string();
+    let state_of = |severity: &str| {
+        let mount = mount.clone();
+        let severity = severity.to_string();
+        wait_for(Duration::from_secs(20), move || {
+            find_alert(addr, "disk_full", false, |a| {
+                a["subject"]["mount"] == mount.as_str()
+                    && a["state"] == "firing"
+                    && a["severity"] == severity.as_str()
+            })
+        })
+    };
+
+    // 96 % used: under 5 % free -> high.
+    write_bytes(&full.0.join("a"), 16 * MIB * 96 / 100);
+    let started = Instant::now();
+    let high = state_of("high").unwrap_or_else(|| panic!("{:?}", alerts_json(addr, &["--all"])));
+    println!(
+        "disk_full high after {:?}: {}",
+        started.elapsed(),
+        high["summary"]
+    );
+    // 98 % used: under 3 % free -> critical, the same alert escalated.
+    write_bytes(&full.0.join("b"), 16 * MIB * 2 / 100);
+    let started = Instant::now();
+    let critical =
+        state_of("critical").unwrap_or_else(|| panic!("{:?}", alerts_json(addr, &["--all"])));
+    println!("disk_full critical after {:?}", started.elapsed());
+    assert_eq!(critical["id"], high["id"]);
+    // Space freed -> resolved.
+    std::fs::remove_file(full.0.join("a")).unwrap();
+    std::fs::remove_file(full.0.join("b")).unwrap();
+    let id = high["id"].clone();
+    wait_for(Duration::from_secs(20), || {
+        find_alert(addr, "disk_full", true, |a| {
+            a["id"] == id && a["state"] == "resolved"
+        })
+    })
+    .unwrap_or_else(|| panic!("not resolved: {:?}", alerts_json(addr, &["--all"])));
+}
