@@ -5,8 +5,7 @@
 mod support;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,30 +16,6 @@ const MIB: u64 = 1024 * 1024;
 /// Bytes written per tick of the steady writer, and the tick.
 const CHUNK: usize = 64 * 1024;
 const TICK: Duration = Duration::from_millis(250);
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Mounted(PathBuf);
-
-impl Mounted {
-    fn tmpfs(path: &Path, size: &str) -> Result<Mounted, String> {
-        std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(Mounted(path.to_path_buf()))
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 fn write_bytes(path: &Path, n: u64) {
     let mut f = std::fs::File::create(path).unwrap();
@@ -63,14 +38,14 @@ fn a_steadily_filling_tmpfs_fires_with_its_time_to_full_and_a_static_one_does_no
     let dir = tempfile::tempdir().unwrap();
     let fill_dir = dir.path().join("filling");
     let static_dir = dir.path().join("static");
-    let filling = match Mounted::tmpfs(&fill_dir, "32m") {
+    let filling = match Tmpfs::mount(&fill_dir, "32m") {
         Ok(m) => m,
         Err(e) => {
             println!("skipping: cannot mount tmpfs: {e}");
             return;
         }
     };
-    let fixed = Mounted::tmpfs(&static_dir, "32m").unwrap();
+    let fixed = Tmpfs::mount(&static_dir, "32m").unwrap();
     // 22 of 32 MiB used (31 % free, under the 40 % bar); the static one 90 % full.
     write_bytes(&filling.0.join("base"), 22 * MIB);
     write_bytes(&fixed.0.join("base"), 32 * MIB * 9 / 10);
@@ -175,7 +150,7 @@ fn a_fill_then_clean_cycle_does_not_flap() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rotated");
-    let disk = match Mounted::tmpfs(&path, "32m") {
+    let disk = match Tmpfs::mount(&path, "32m") {
         Ok(m) => m,
         Err(e) => {
             println!("skipping: cannot mount tmpfs: {e}");
@@ -239,7 +214,7 @@ fn a_nearly_full_tmpfs_is_high_then_critical_then_resolved() {
     }
     let dir = tempfile::tempdir().unwrap();
     let full_dir = dir.path().join("full");
-    let full = match Mounted::tmpfs(&full_dir, "16m") {
+    let full = match Tmpfs::mount(&full_dir, "16m") {
         Ok(m) => m,
         Err(e) => {
             println!("skipping: cannot mount tmpfs: {e}");

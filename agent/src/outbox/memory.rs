@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use futures::future::BoxFuture;
 use nodewatch_proto::pb;
 use prost::Message as _;
 use tokio::sync::Notify;
@@ -90,17 +89,8 @@ impl Outbox for MemoryOutbox {
             .map(|(b, _)| b.clone())
     }
 
-    fn wait_after(&self, after: u64) -> BoxFuture<'_, pb::Batch> {
-        Box::pin(async move {
-            loop {
-                // Registered before looking, so a push in between still wakes us.
-                let notified = self.notify.notified();
-                if let Some(batch) = self.next_after(after) {
-                    return batch;
-                }
-                notified.await;
-            }
-        })
+    fn pushed(&self) -> &Notify {
+        &self.notify
     }
 
     fn stats(&self) -> OutboxStats {

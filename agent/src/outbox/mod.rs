@@ -64,8 +64,21 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
     fn reject(&self, seq: u64);
     /// The oldest batch with seq > `after`, if any.
     fn next_after(&self, after: u64) -> Option<pb::Batch>;
+    /// Woken on every push.
+    fn pushed(&self) -> &tokio::sync::Notify;
     /// Waits for the next batch with seq > `after`.
-    fn wait_after(&self, after: u64) -> BoxFuture<'_, pb::Batch>;
+    fn wait_after(&self, after: u64) -> BoxFuture<'_, pb::Batch> {
+        Box::pin(async move {
+            loop {
+                // Registered before looking, so a push in between still wakes us.
+                let notified = self.pushed().notified();
+                if let Some(batch) = self.next_after(after) {
+                    return batch;
+                }
+                notified.await;
+            }
+        })
+    }
     /// Current contents.
     fn stats(&self) -> OutboxStats;
     /// Makes everything pushed so far durable (the spool fsyncs; memory has

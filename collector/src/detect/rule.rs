@@ -138,6 +138,16 @@ pub struct Evaluation {
     pub complete: bool,
 }
 
+impl Evaluation {
+    /// An evaluation that saw everything it needs: subjects not observed are fine.
+    pub fn complete() -> Self {
+        Self {
+            observations: Vec::new(),
+            complete: true,
+        }
+    }
+}
+
 /// A detector: one named rule.
 pub trait Rule: Send + Sync {
     /// The rule's fixed name (config table, alert `rule`, Alertmanager `alertname`).

@@ -14,8 +14,7 @@ use tracing::warn;
 
 use super::codec::{self, Runs, XorEncoder};
 use super::head::{
-    Body, Head, Lane, MAX_BACKFILL_LANES, OpenSeries, Resolved, Resolver, RunState, SeqSet,
-    SeriesMeta,
+    Body, Head, Lane, MAX_BACKFILL_LANES, OpenSeries, Resolved, Resolver, RunState, SeriesMeta,
 };
 use super::{SeriesKind, StoreConfig, StoreCounters, StoreError};
 
@@ -148,11 +147,7 @@ pub(super) fn prepare(
         h.backfill_accepted[lane - 1] = t;
     }
     out.lane = lane;
-    let run = h.runs.entry(run_id).or_insert(RunState {
-        accepted: SeqSet::default(),
-        durable: SeqSet::default(),
-        used: clock,
-    });
+    let run = h.runs.entry(run_id).or_insert(RunState::new(clock));
     run.accepted.insert(batch.seq);
     if h.runs.len() > config.max_runs_per_host.max(1)
         && let Some((&oldest, _)) = h

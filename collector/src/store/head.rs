@@ -241,6 +241,17 @@ impl HostHead {
     }
 }
 
+impl RunState {
+    /// A run nothing is known of yet, last used at `used`.
+    pub(super) fn new(used: u64) -> Self {
+        Self {
+            accepted: SeqSet::default(),
+            durable: SeqSet::default(),
+            used,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Head {
     pub(super) hosts: HashMap<String, HostHead>,
@@ -256,6 +267,20 @@ pub(super) struct Head {
 }
 
 impl Head {
+    /// The state of (host, run) of a known host, created if new and marked used.
+    pub(super) fn run_mut(&mut self, host_id: &str, run_id: u64) -> Option<&mut RunState> {
+        self.clock += 1;
+        let used = self.clock;
+        let r = self
+            .hosts
+            .get_mut(host_id)?
+            .runs
+            .entry(run_id)
+            .or_insert_with(|| RunState::new(used));
+        r.used = used;
+        Some(r)
+    }
+
     pub(super) fn host_mut(
         &mut self,
         host_id: &str,

@@ -405,19 +405,12 @@ impl Store {
     /// refused for good (invalid content), and the agent drops it. Keeps the
     /// settled prefix (Welcome/Ack seq) moving past it.
     pub fn settle_seq(&self, host_id: &str, run_id: u64, seq: u64) {
-        let mut head = self.lock();
-        head.clock += 1;
-        let used = head.clock;
-        if let Some(h) = head.hosts.get_mut(host_id) {
-            let r = h.runs.entry(run_id).or_insert_with(|| head::RunState {
-                accepted: head::SeqSet::default(),
-                durable: head::SeqSet::default(),
-                used,
-            });
-            if r.accepted.has_room_for(seq) && r.durable.has_room_for(seq) {
-                r.accepted.insert(seq);
-                r.durable.insert(seq);
-            }
+        if let Some(r) = self.lock().run_mut(host_id, run_id)
+            && r.accepted.has_room_for(seq)
+            && r.durable.has_room_for(seq)
+        {
+            r.accepted.insert(seq);
+            r.durable.insert(seq);
         }
     }
 
@@ -429,15 +422,7 @@ impl Store {
         let Some(through) = first_seq.checked_sub(1).filter(|&t| t > 0) else {
             return;
         };
-        let mut head = self.lock();
-        head.clock += 1;
-        let used = head.clock;
-        if let Some(h) = head.hosts.get_mut(host_id) {
-            let r = h.runs.entry(run_id).or_insert_with(|| head::RunState {
-                accepted: head::SeqSet::default(),
-                durable: head::SeqSet::default(),
-                used,
-            });
+        if let Some(r) = self.lock().run_mut(host_id, run_id) {
             r.accepted.settle_through(through);
             r.durable.settle_through(through);
         }

@@ -66,7 +66,6 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use nodewatch_proto::pb;
 use tokio::sync::Notify;
 
@@ -263,17 +262,8 @@ impl Outbox for SpoolOutbox {
         self.lock().next_after(after)
     }
 
-    fn wait_after(&self, after: u64) -> BoxFuture<'_, pb::Batch> {
-        Box::pin(async move {
-            loop {
-                // Registered before looking, so a push in between still wakes us.
-                let notified = self.notify.notified();
-                if let Some(batch) = self.next_after(after) {
-                    return batch;
-                }
-                notified.await;
-            }
-        })
+    fn pushed(&self) -> &Notify {
+        &self.notify
     }
 
     fn stats(&self) -> OutboxStats {

@@ -15,13 +15,6 @@ use crate::detect::rule::{
     Evaluation, HostView, Observation, Rule, Severity, Worse, grade, percent, value,
 };
 
-fn complete() -> Evaluation {
-    Evaluation {
-        observations: Vec::new(),
-        complete: true,
-    }
-}
-
 rule_struct!(
     /// `conntrack`: entries >= 75 % (high) / 90 % (critical) of nf_conntrack_max.
     Conntrack,
@@ -35,7 +28,7 @@ impl Rule for Conntrack {
         let Some(c) = &host.latest.connections else {
             return Evaluation::default();
         };
-        let mut out = complete();
+        let mut out = Evaluation::complete();
         let (Some(n), Some(max)) = (c.conntrack_entries, c.conntrack_max) else {
             return out;
         };
@@ -90,7 +83,7 @@ impl Rule for EphemeralPorts {
         let Some(c) = &host.latest.connections else {
             return Evaluation::default();
         };
-        let mut out = complete();
+        let mut out = Evaluation::complete();
         let t = [
             (Severity::High, self.cfg.high),
             (Severity::Critical, self.cfg.critical),
@@ -152,7 +145,7 @@ impl Rule for ListenBacklog {
         let Some(c) = &host.latest.connections else {
             return Evaluation::default();
         };
-        let mut out = complete();
+        let mut out = Evaluation::complete();
         let h = self.hysteresis;
         for l in &c.listeners {
             let q = f64::from(l.accept_queue);
@@ -362,7 +355,7 @@ impl Rule for TcpRetransmits {
             // Counters reset (reboot): nothing to say until the window refills.
             return Evaluation::default();
         }
-        let mut out = complete();
+        let mut out = Evaluation::complete();
         let (retrans, sent) = (r1 - r0, s1 - s0);
         if sent < self.cfg.min_packets.max(1) {
             return out;

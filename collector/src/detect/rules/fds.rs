@@ -120,10 +120,7 @@ impl Rule for FileHandles {
         let Some(c) = &host.latest.connections else {
             return Evaluation::default();
         };
-        let mut out = Evaluation {
-            observations: Vec::new(),
-            complete: true,
-        };
+        let mut out = Evaluation::complete();
         if c.file_handles_max == 0 {
             return out;
         }

@@ -22,10 +22,7 @@ impl Rule for HostMemory {
         let Some(m) = &host.latest.memory else {
             return Evaluation::default();
         };
-        let mut out = Evaluation {
-            observations: Vec::new(),
-            complete: true,
-        };
+        let mut out = Evaluation::complete();
         if m.total_bytes == 0 {
             return out;
         }
@@ -92,10 +89,7 @@ impl Rule for HostCpu {
         if samples.len() < 2 {
             return Evaluation::default();
         }
-        let mut out = Evaluation {
-            observations: Vec::new(),
-            complete: true,
-        };
+        let mut out = Evaluation::complete();
         let mean = samples.iter().sum::<f64>() / samples.len() as f64;
         let t = [(Severity::Medium, self.cfg.medium)];
         let (level, hold, threshold) = grade(mean, &t, Worse::Above, self.hysteresis);

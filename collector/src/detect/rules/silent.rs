@@ -38,10 +38,7 @@ impl Rule for AgentSilent {
         let silent_for = host.now.duration_since(host.last_seen).unwrap_or_default();
         let up_for = host.now.duration_since(host.started).unwrap_or_default();
         let subject = pb::AlertSubject::default();
-        let mut out = Evaluation {
-            observations: Vec::new(),
-            complete: true,
-        };
+        let mut out = Evaluation::complete();
         if silent_for <= allowed {
             return out;
         }
